@@ -1,0 +1,26 @@
+"""editable_core: differentiable model editing and Editable Training (Sinitsin et al., ICLR 2020).
+
+Imports only torch. The fairseq plugin (``editable_fairseq``) and the vision package (``editable_vision``)
+build on it.
+"""
+from .constraints import classification_constraint, sequence_constraint, sequence_log_prob
+from .edit import EditResult, edit
+from .editable import Editable, eval_mode
+from .editors import (EDITORS, Adam, Editor, GradientDescent, Momentum, RMSProp, RProp, ScaledGradientDescent,
+                      make_editor)
+from .hyper import Interval, Positive
+from .metrics import (ControlSet, EditMetrics, classification_error, drawdown, evaluate_edits, mean_steps,
+                      sequential_edit_curve, success_rate, summarize)
+from .objective import Objective, editable_objective, editable_training_loss, locality_kl
+from .parameters import AppliedEdit, apply_edit, call, select_parameters
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EDITORS", "Adam", "AppliedEdit", "ControlSet", "EditMetrics", "EditResult", "Editable", "Editor",
+    "GradientDescent", "Interval", "Momentum", "Objective", "Positive", "RMSProp", "RProp",
+    "ScaledGradientDescent", "apply_edit", "call", "classification_constraint", "classification_error",
+    "drawdown", "edit", "editable_objective", "editable_training_loss", "eval_mode", "evaluate_edits",
+    "locality_kl", "make_editor", "mean_steps", "select_parameters", "sequence_constraint", "sequence_log_prob",
+    "sequential_edit_curve", "success_rate", "summarize",
+]

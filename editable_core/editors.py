@@ -1,0 +1,196 @@
+"""Differentiable editors: the optimisers inside ``Edit^k_alpha(theta, l_e)`` (paper sections 3.1, 4.1).
+
+An editor is a pure function pair over dicts of tensors, in the style of torchopt / optax::
+
+    state = editor.init(params)
+    params, state = editor.update(grads, state, params)
+
+``update`` never mutates its inputs and never copies a module: it returns new tensors. Whether the
+result is differentiable (second order, for Editable Training) depends only on whether ``grads`` were
+computed with ``create_graph=True``. Hyper-parameters (``alpha``, ``beta``, ``mu``, ...) are small
+modules from :mod:`editable_core.hyper`; pass ``learnable=True`` (or a tuple of their names) to train
+them with the outer optimiser, as the paper does.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Iterable, NamedTuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from .hyper import Interval, Positive
+
+Params = dict[str, Tensor]
+Learnable = Union[bool, Iterable[str]]
+
+
+def _learns(name: str, learnable: Learnable) -> bool:
+    return learnable if isinstance(learnable, bool) else name in set(learnable)
+
+
+def _check_learnable(learnable: Learnable, known: tuple[str, ...]) -> None:
+    if isinstance(learnable, bool):
+        return
+    unknown = sorted(set(learnable) - set(known))
+    if unknown:
+        raise ValueError(f"unknown learnable hyper-parameter(s) {unknown}; this editor has {list(known)}")
+
+
+class Editor(nn.Module):
+    """Base class of all editors. Subclasses set ``name`` and implement ``init`` / ``update``."""
+
+    name: ClassVar[str]
+    hyper_parameters: ClassVar[tuple[str, ...]] = ("lr",)
+
+    def __init__(self, lr: float = 1e-3, learnable: Learnable = False):
+        super().__init__()
+        _check_learnable(learnable, self.hyper_parameters)
+        self.lr = Positive(lr, learnable=_learns("lr", learnable))
+
+    def init(self, params: Params) -> Any:
+        """Initial editor state for ``params`` (before the first gradient is seen)."""
+        return None
+
+    def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+        """One editor step: returns ``(new_params, new_state)``; ``grads`` has the keys of ``params``."""
+        raise NotImplementedError
+
+    def _value(self, hyper: nn.Module, like: Tensor) -> Tensor:
+        return hyper().to(dtype=like.dtype, device=like.device)
+
+
+class GradientDescent(Editor):
+    """GD: ``theta <- theta - alpha * g``."""
+
+    name = "gd"
+
+    def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+        return {k: p - self._value(self.lr, p) * grads[k] for k, p in params.items()}, state
+
+
+class ScaledState(NamedTuple):
+    inv_norm: Tensor  # 1 / ||g_0||, the global gradient norm of the first step
+
+
+class ScaledGradientDescent(Editor):
+    """Scaled GD: GD whose ``alpha`` is divided by the global gradient norm of the first step."""
+
+    name = "scaled_gd"
+
+    def update(self, grads: Params, state: ScaledState | None, params: Params) -> tuple[Params, ScaledState]:
+        if state is None:
+            norm = torch.sqrt(sum(g.pow(2).sum() for g in grads.values()))
+            state = ScaledState(inv_norm=1.0 / (norm + 1e-12))
+        new = {k: p - self._value(self.lr, p) * state.inv_norm.to(p.dtype) * grads[k] for k, p in params.items()}
+        return new, state
+
+
+class RProp(Editor):
+    """RProp / SignSGD: ``theta <- theta - alpha * sign(g)``."""
+
+    name = "rprop"
+
+    def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
+        return {k: p - self._value(self.lr, p) * torch.sign(grads[k]) for k, p in params.items()}, state
+
+
+class RMSPropState(NamedTuple):
+    rms: Params  # running mean of squared gradients, per parameter
+
+
+class RMSProp(Editor):
+    """RMSProp exactly as in section 4.1 of the paper.
+
+    ``rms_0 = g_0^2``, ``rms_{t+1} = beta * rms_t + (1 - beta) * g_{t+1}^2`` and
+    ``theta <- theta - alpha * g / sqrt(rms + eps)``. ``eps`` sits inside the square root so that the
+    update stays twice differentiable when a gradient entry is zero.
+    """
+
+    name = "rmsprop"
+    hyper_parameters = ("lr", "beta")
+
+    def __init__(self, lr: float = 1e-3, beta: float = 0.5, eps: float = 1e-6, learnable: Learnable = False):
+        super().__init__(lr, learnable)
+        self.beta = Interval(beta, 0.0, 1.0, learnable=_learns("beta", learnable))
+        self.eps = float(eps)
+
+    def update(self, grads: Params, state: RMSPropState | None, params: Params) -> tuple[Params, RMSPropState]:
+        if state is None:
+            rms = {k: g * g for k, g in grads.items()}
+        else:
+            rms = {}
+            for k, g in grads.items():
+                beta = self._value(self.beta, g)
+                rms[k] = beta * state.rms[k] + (1 - beta) * g * g
+        new = {k: p - self._value(self.lr, p) * grads[k] / torch.sqrt(rms[k] + self.eps) for k, p in params.items()}
+        return new, RMSPropState(rms)
+
+
+class MomentumState(NamedTuple):
+    nu: Params  # accumulated update direction
+
+
+class Momentum(Editor):
+    """Momentum GD: ``nu_0 = 0``, ``nu_{t+1} = alpha * g + mu * nu_t``, ``theta <- theta - nu_{t+1}``."""
+
+    name = "momentum"
+    hyper_parameters = ("lr", "mu")
+
+    def __init__(self, lr: float = 1e-2, mu: float = 0.9, learnable: Learnable = False):
+        super().__init__(lr, learnable)
+        self.mu = Interval(mu, 0.0, 1.0, learnable=_learns("mu", learnable))
+
+    def update(self, grads: Params, state: MomentumState | None, params: Params) -> tuple[Params, MomentumState]:
+        nu = {}
+        for k, g in grads.items():
+            step = self._value(self.lr, g) * g
+            nu[k] = step if state is None else step + self._value(self.mu, g) * state.nu[k]
+        return {k: p - nu[k] for k, p in params.items()}, MomentumState(nu)
+
+
+class AdamState(NamedTuple):
+    step: int
+    m: Params  # first moment
+    v: Params  # second moment
+
+
+class Adam(Editor):
+    """Adam (Kingma & Ba) with bias correction; ``beta1`` restricted to ``[0.1, 1]`` as in section 4.1.
+
+    As in :class:`RMSProp`, ``eps`` sits inside the square root: ``alpha * m_hat / sqrt(v_hat + eps)``.
+    """
+
+    name = "adam"
+    hyper_parameters = ("lr", "beta1", "beta2")
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 learnable: Learnable = False):
+        super().__init__(lr, learnable)
+        self.beta1 = Interval(beta1, 0.1, 1.0, learnable=_learns("beta1", learnable))
+        self.beta2 = Interval(beta2, 0.0, 1.0, learnable=_learns("beta2", learnable))
+        self.eps = float(eps)
+
+    def update(self, grads: Params, state: AdamState | None, params: Params) -> tuple[Params, AdamState]:
+        t = 1 if state is None else state.step + 1
+        m, v, new = {}, {}, {}
+        for k, g in grads.items():
+            b1, b2 = self._value(self.beta1, g), self._value(self.beta2, g)
+            m[k] = (1 - b1) * g if state is None else b1 * state.m[k] + (1 - b1) * g
+            v[k] = (1 - b2) * g * g if state is None else b2 * state.v[k] + (1 - b2) * g * g
+            m_hat, v_hat = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
+            new[k] = params[k] - self._value(self.lr, g) * m_hat / torch.sqrt(v_hat + self.eps)
+        return new, AdamState(t, m, v)
+
+
+EDITORS: dict[str, Callable[..., Editor]] = {
+    cls.name: cls for cls in (GradientDescent, ScaledGradientDescent, RProp, RMSProp, Momentum, Adam)
+}
+
+
+def make_editor(name: str, **hyper: Any) -> Editor:
+    """Build an editor by name (``gd``, ``scaled_gd``, ``rprop``, ``rmsprop``, ``momentum``, ``adam``)."""
+    try:
+        cls = EDITORS[name]
+    except KeyError:
+        raise ValueError(f"unknown editor {name!r}; choose one of {sorted(EDITORS)}") from None
+    return cls(**hyper)

@@ -1,0 +1,74 @@
+"""The Editable Training objective, equations (2)-(4) of the paper.
+
+``Obj = L_base + c_edit * L_edit + c_loc * L_loc`` with ``L_edit = max(0, l_e(Edit(theta)))`` and
+``L_loc = E_x KL(p(y|x, theta) || p(y|x, Edit(theta)))``, the reference ``p(y|x, theta)`` detached.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .edit import EditResult
+from .editable import Editable, eval_mode
+
+
+def locality_kl(ref_logits: Tensor, edited_logits: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """``L_loc``: mean over rows of ``KL(p_ref || p_edited)``, computed in float32.
+
+    ref_logits, edited_logits: ``[..., classes]`` (e.g. ``[batch, classes]`` or ``[batch, time, vocab]``);
+    the reference is detached. mask: ``[...]``, True for the rows to average over (e.g. non-pad tokens).
+    """
+    if ref_logits.shape != edited_logits.shape:
+        raise ValueError(f"reference logits {tuple(ref_logits.shape)} and edited logits "
+                         f"{tuple(edited_logits.shape)} differ in shape")
+    ref_logp = F.log_softmax(ref_logits.detach().float(), dim=-1)
+    edited_logp = F.log_softmax(edited_logits.float(), dim=-1)
+    kl = (ref_logp.exp() * (ref_logp - edited_logp)).sum(-1)
+    if mask is not None:
+        kl = kl[mask]
+    return kl.mean()
+
+
+@dataclass
+class Objective:
+    """The terms of equation (2); ``total`` is the scalar to back-propagate."""
+
+    total: Tensor
+    l_base: Tensor
+    l_edit: Tensor
+    l_loc: Tensor
+
+
+def editable_objective(l_base: Tensor, l_e: Tensor, ref_logits: Tensor, edited_logits: Tensor, *,
+                       c_edit: float, c_loc: float, mask: Optional[Tensor] = None) -> Objective:
+    """Combine the terms: ``l_e`` is ``[num_constraints]`` at the edited parameters (``EditResult.l_e``)."""
+    l_edit = l_e.clamp_min(0).mean()
+    l_loc = locality_kl(ref_logits, edited_logits, mask)
+    return Objective(l_base + c_edit * l_edit + c_loc * l_loc, l_base, l_edit, l_loc)
+
+
+def editable_training_loss(editable: Editable, inputs: Any, targets: Tensor, edit_inputs: Any,
+                           edit_targets: Tensor, *, c_edit: float, c_loc: float,
+                           base_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+                           ) -> tuple[Objective, EditResult]:
+    """Equation (2) on one batch and one (or several) edits, for a classifier.
+
+    inputs, targets: the training batch (``targets`` is whatever ``base_loss`` takes, e.g. labels
+    ``[batch]`` or teacher logits for distillation). edit_inputs, edit_targets: the edit ``l_e``.
+    The prefix runs once on the batch; its output feeds both the plain and the edited suffix, and a
+    single backward of ``total`` reaches every parameter and the editor's hyper-parameters. The edit
+    runs in eval mode, as at deployment; the edited pass over the batch runs in the module's own mode
+    (with batch-norm statistics left untouched), so ``L_loc`` is exactly 0 when the edit is a no-op.
+    """
+    features = editable.features(inputs)
+    logits = editable.head(features)
+    with eval_mode(editable.module):
+        result = editable.edit(edit_inputs, edit_targets, create_graph=True)
+    # no step taken: the edited model is the model itself, so skip the second suffix pass
+    edited_logits = logits if result.steps == 0 else editable.head(features, result.params)
+    objective = editable_objective(base_loss(logits, targets), result.l_e, logits, edited_logits,
+                                   c_edit=c_edit, c_loc=c_loc)
+    return objective, result
