@@ -69,26 +69,25 @@ def edit(constraint_fn: ConstraintFn, params: Params, editor: Editor, *, max_ste
         current = {k: p.detach().requires_grad_() for k, p in params.items()}
     state = editor.init(current)
 
-    for step in range(max_steps + 1):
-        with torch.enable_grad():
+    with torch.enable_grad():  # an edit differentiates, whatever the caller's grad mode
+        for step in range(max_steps + 1):
             l_e = constraint_fn(current).reshape(-1)
-        if not bool(torch.isfinite(l_e).all()):
-            logger.warning("edit stopped at step %d: l_e is not finite (%s); the edit failed and the "
-                           "parameters are left as they were", step, l_e.detach().tolist())
-            return EditResult(dict(params), False, l_e, step)
-        done = bool((l_e <= 0).all())
-        if done or step == max_steps:
-            break
-        objective = l_e.clamp_min(0).sum()
-        grads = torch.autograd.grad(objective, [current[k] for k in names], create_graph=create_graph,
-                                    allow_unused=True, materialize_grads=True)
-        grads = dict(zip(names, grads))
-        if create_graph:
-            current, state = editor.update(grads, state, current)
-        else:
-            with torch.no_grad():
+            if not bool(torch.isfinite(l_e).all()):
+                logger.warning("edit stopped at step %d: l_e is not finite (%s); the edit failed and the "
+                               "parameters are left as they were", step, l_e.detach().tolist())
+                return EditResult(dict(params), False, l_e, step)
+            done = bool((l_e <= 0).all())
+            if done or step == max_steps:
+                break
+            grads = torch.autograd.grad(l_e.clamp_min(0).sum(), [current[k] for k in names],
+                                        create_graph=create_graph, allow_unused=True, materialize_grads=True)
+            grads = dict(zip(names, grads))
+            if create_graph:
                 current, state = editor.update(grads, state, current)
-            current = {k: p.requires_grad_() for k, p in current.items()}
+            else:
+                with torch.no_grad():
+                    current, state = editor.update(grads, state, current)
+                current = {k: p.requires_grad_() for k, p in current.items()}
 
     if not create_graph:
         current, l_e = {k: p.detach() for k, p in current.items()}, l_e.detach()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -15,8 +16,12 @@ from .edit import EditResult
 from .editable import Editable, eval_mode
 
 
+def _at_least_float32(tensor: Tensor) -> Tensor:
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def locality_kl(ref_logits: Tensor, edited_logits: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-    """``L_loc``: mean over rows of ``KL(p_ref || p_edited)``, computed in float32.
+    """``L_loc``: mean over rows of ``KL(p_ref || p_edited)``, computed in at least float32.
 
     ref_logits, edited_logits: ``[..., classes]`` (e.g. ``[batch, classes]`` or ``[batch, time, vocab]``);
     the reference is detached. mask: ``[...]``, True for the rows to average over (e.g. non-pad tokens).
@@ -24,8 +29,8 @@ def locality_kl(ref_logits: Tensor, edited_logits: Tensor, mask: Optional[Tensor
     if ref_logits.shape != edited_logits.shape:
         raise ValueError(f"reference logits {tuple(ref_logits.shape)} and edited logits "
                          f"{tuple(edited_logits.shape)} differ in shape")
-    ref_logp = F.log_softmax(ref_logits.detach().float(), dim=-1)
-    edited_logp = F.log_softmax(edited_logits.float(), dim=-1)
+    ref_logp = F.log_softmax(_at_least_float32(ref_logits.detach()), dim=-1)
+    edited_logp = F.log_softmax(_at_least_float32(edited_logits), dim=-1)
     kl = (ref_logp.exp() * (ref_logp - edited_logp)).sum(-1)
     if mask is not None:
         kl = kl[mask]
