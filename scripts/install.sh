@@ -12,5 +12,6 @@ pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" -r requirements.txt
 # fairseq main as a prebuilt cp311 wheel; --no-deps skips its unused torchaudio requirement
 "${pip[@]}" --no-deps ve-fairseq==0.12.3
-"${pip[@]}" --no-deps --no-build-isolation -e .
+# compat mode: a path entry for the repo root, so every top-level package of the checkout imports
+"${pip[@]}" --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 "$venv/bin/python" -c 'import torch, fairseq, editable_core; print("installed: torch", torch.__version__, "fairseq", fairseq.__version__)'

@@ -1,0 +1,67 @@
+"""Measurement helpers shared by the bench scripts: interleaved timing and per-step peak memory."""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import torch
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_medians(steps: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                        warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each callable, run in turn ``repeats`` times (after ``warmup`` rounds), so that
+    a machine whose speed drifts affects all of them alike and their ratios stay meaningful."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_ in range(warmup + repeats):
+        for name, step in steps.items():
+            sync(device)
+            started = time.perf_counter()
+            step()
+            sync(device)
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def peak_step_memory(step: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes a step needs beyond what was allocated before it.
+
+    On CUDA: ``max_memory_allocated``. On CPU: the rise of the process's peak resident set size, so call
+    this once per fresh process (see :func:`in_subprocess`), before anything else has run a step.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    before = _peak_rss_kib()
+    step()
+    return (_peak_rss_kib() - before) * 1024
+
+
+def _peak_rss_kib() -> int:
+    """Peak resident set size of this process image. Linux's ``VmHWM`` starts afresh at ``exec``, unlike
+    ``ru_maxrss``, which a child inherits from the parent that forked it."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def in_subprocess(script: str, *args: str) -> dict:
+    """Run ``script`` with ``args`` in a fresh interpreter and parse the JSON object on its last line."""
+    out = subprocess.run([sys.executable, script, *args], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,0 +1,123 @@
+"""Editable Training and edit latency of the core on a CIFAR-style ResNet-18 (section 4.1 set-up).
+
+Reports, for batch 128 of 32x32 images, chain 3 editable, RMSProp, k=10:
+  (a) one Editable Training step (equation 2, backward and Adam update included) over one plain step;
+  (b) one edit forced to take all 10 steps over 10 forward+backward passes of the editable suffix
+      (chain 3, chain 4, head) on that same single input;
+  (c) the peak memory a step needs (beyond the model, data and optimizer already in memory), editable
+      over plain; each measured in a fresh process.
+Edits inside the training step are also forced to 10 steps, the worst case (a trained model needs ~3).
+The last output line is one JSON object with the keys editable_step_over_plain_step,
+edit10_over_10_suffix_passes and peak_memory_ratio.
+
+    python bench/core_resnet18.py [--repeats 5] [--threads 2] [--device cpu|cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import in_subprocess, interleaved_medians, peak_step_memory  # noqa: E402
+
+from editable_core import Editable, RMSProp, classification_constraint, editable_training_loss  # noqa: E402
+from editable_vision.models import cifar_resnet18  # noqa: E402
+
+
+def never_satisfied(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``|l_e| + 1``: costs what ``l_e`` costs but never reaches 0, so every edit takes all k steps."""
+    return classification_constraint(logits, targets).abs() + 1.0
+
+
+def setup(device: torch.device, batch: int = 128):
+    torch.manual_seed(0)
+    model = cifar_resnet18().to(device)
+    editable = Editable(model, "chain3", RMSProp(lr=1e-3, beta=0.5, learnable=True), max_steps=10,
+                        constraint=never_satisfied)
+    optimizer = torch.optim.Adam(editable.parameters(), lr=1e-3)
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    x_edit, y_edit = x[:1].clone(), (y[:1] + 1) % 10
+
+    def plain_step():
+        optimizer.zero_grad()
+        F.cross_entropy(editable(x), y).backward()
+        optimizer.step()
+
+    def editable_step():
+        optimizer.zero_grad()
+        objective, result = editable_training_loss(editable, x, y, x_edit, y_edit, c_edit=0.01, c_loc=0.01)
+        assert result.steps == 10, (result.steps, result.l_e)
+        objective.total.backward()
+        optimizer.step()
+
+    return editable, x_edit, y_edit, plain_step, editable_step
+
+
+def edit_latency(editable: Editable, x_edit, y_edit, repeats: int, device: torch.device) -> dict[str, float]:
+    editable.eval()
+    features = editable.features(x_edit).detach()
+    suffix_params = [p for p in editable.suffix.parameters()]
+
+    def edit10():
+        result = editable.edit(x_edit, y_edit)
+        assert result.steps == 10
+
+    def suffix_passes10():
+        for _ in range(10):
+            loss = F.cross_entropy(editable.head(features), y_edit)
+            torch.autograd.grad(loss, suffix_params)
+
+    return interleaved_medians({"edit10": edit10, "suffix10": suffix_passes10}, repeats, device, warmup=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--memory-of", choices=["plain", "editable"], help=argparse.SUPPRESS)  # child mode
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    editable, x_edit, y_edit, plain_step, editable_step = setup(device)
+    if args.memory_of:
+        step = plain_step if args.memory_of == "plain" else editable_step
+        print(json.dumps({"peak_bytes": peak_step_memory(step, device)}))
+        return
+
+    steps = interleaved_medians({"plain": plain_step, "editable": editable_step}, args.repeats, device)
+    latency = edit_latency(editable, x_edit, y_edit, args.repeats, device)
+    if device.type == "cuda":  # CUDA's peak counter resets, so this process can measure both
+        memory = {"plain": peak_step_memory(plain_step, device), "editable": peak_step_memory(editable_step, device)}
+    else:  # a CPU process's peak only grows: measure each kind in a fresh one
+        child = ["--device", args.device, "--threads", str(args.threads), "--memory-of"]
+        memory = {kind: in_subprocess(__file__, *child, kind)["peak_bytes"] for kind in ("plain", "editable")}
+
+    report = {
+        "editable_step_over_plain_step": steps["editable"] / steps["plain"],
+        "edit10_over_10_suffix_passes": latency["edit10"] / latency["suffix10"],
+        "peak_memory_ratio": memory["editable"] / memory["plain"],
+        "plain_step_s": steps["plain"], "editable_step_s": steps["editable"],
+        "edit10_ms": 1000 * latency["edit10"], "suffix10_ms": 1000 * latency["suffix10"],
+        "plain_step_peak_mib": memory["plain"] / 2**20, "editable_step_peak_mib": memory["editable"] / 2**20,
+        "device": str(device), "threads": args.threads, "torch": torch.__version__,
+    }
+    print(f"ResNet-18 (CIFAR), batch 128, chain3 editable, RMSProp k=10 forced, {device}, {args.threads} threads")
+    print(f"  plain step {report['plain_step_s']:.3f} s, editable step {report['editable_step_s']:.3f} s: "
+          f"ratio {report['editable_step_over_plain_step']:.2f} (target <= 1.6)")
+    print(f"  edit (10 steps) {report['edit10_ms']:.0f} ms, 10 suffix passes {report['suffix10_ms']:.0f} ms: "
+          f"ratio {report['edit10_over_10_suffix_passes']:.2f} (target <= 1.5)")
+    print(f"  step peak memory: plain {report['plain_step_peak_mib']:.0f} MiB, editable "
+          f"{report['editable_step_peak_mib']:.0f} MiB: ratio {report['peak_memory_ratio']:.2f}")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
