@@ -28,5 +28,7 @@ setup(
                     "tensorboardX"],
         "test": ["pytest>=7"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": [
+        "editable-fairseq-prepare-corpus = editable_fairseq.corpus:main",
+    ]},
 )
