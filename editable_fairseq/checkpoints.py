@@ -1,0 +1,65 @@
+"""Loading fairseq checkpoints under torch >= 2.6, whose ``torch.load`` defaults to ``weights_only=True``.
+
+A fairseq checkpoint pickles its configuration; for architectures registered the legacy way (such as
+``transformer_iwslt_de_en``) ``cfg["model"]`` is an :class:`argparse.Namespace`, the one class that the
+weights-only unpickler refuses in the checkpoints fairseq-train writes. Importing this plugin allow-lists
+exactly the classes in :data:`SAFE_CHECKPOINT_GLOBALS` with ``torch.serialization.add_safe_globals``, so
+``fairseq-train --restore-file``, ``fairseq-generate`` and ``fairseq-interactive`` (given
+``--user-dir editable_fairseq``) load editable checkpoints with weights-only loading still on: no
+environment variable, and any other class in any file is still refused.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Optional
+
+import torch
+
+#: Plain attribute containers found in fairseq checkpoints; unpickling them runs no code.
+SAFE_CHECKPOINT_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
+
+
+def allow_fairseq_checkpoint_globals() -> None:
+    """Allow-list :data:`SAFE_CHECKPOINT_GLOBALS` for ``torch.load(weights_only=True)`` (idempotent)."""
+    add = getattr(torch.serialization, "add_safe_globals", None)
+    if add is None:  # torch < 2.4 loads pickles without restriction: nothing to do
+        return
+    known = set(torch.serialization.get_safe_globals())
+    missing = [cls for cls in SAFE_CHECKPOINT_GLOBALS if cls not in known]
+    if missing:
+        add(missing)
+
+
+def unsafe_globals(path: str) -> list[str]:
+    """The classes a checkpoint needs that weights-only loading would refuse (for diagnostics and tests)."""
+    allow_fairseq_checkpoint_globals()
+    allowed = {f"{c.__module__}.{c.__qualname__}" for c in SAFE_CHECKPOINT_GLOBALS}
+    return [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path) if name not in allowed]
+
+
+def load_checkpoint(path: str, arg_overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """``fairseq.checkpoint_utils.load_checkpoint_to_cpu`` with the allow-list in place.
+
+    Raises ``FileNotFoundError`` naming ``path`` when it does not exist.
+    """
+    from fairseq import checkpoint_utils
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    allow_fairseq_checkpoint_globals()
+    return checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
+
+
+def load_models(paths: list[str], task: Any = None, arg_overrides: Optional[dict[str, Any]] = None):
+    """Load a model ensemble (and its task, when ``task`` is None) from fairseq checkpoints.
+
+    Returns ``(models, cfg, task)`` as ``fairseq.checkpoint_utils.load_model_ensemble_and_task``.
+    """
+    from fairseq import checkpoint_utils
+
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    allow_fairseq_checkpoint_globals()
+    return checkpoint_utils.load_model_ensemble_and_task(paths, arg_overrides=arg_overrides, task=task)

@@ -1,0 +1,152 @@
+"""Edit samples ``(s, y_0, {y_1..y_k})`` of section 4.4: reading and writing the TSV, batching into tensors.
+
+TSV format, one edit per line, every field in the BPE space of the binarized data::
+
+    source<TAB>target<TAB>alternative_1<TAB>...<TAB>alternative_k
+
+``source`` is ``s``, ``target`` the desired translation ``y_0`` and the alternatives ``y_1..y_k`` the
+translations it must outscore: ``l_e = max_i log p(y_i|s) - log p(y_0|s) <= 0``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class EditSample:
+    """One edit. Token tensors are 1-d int64 and end with the dictionary's ``eos``.
+
+    source: ``s`` ``[S]``; target: ``y_0`` ``[T_0]``; alternatives: ``y_1..y_k``, each ``[T_i]``.
+    """
+
+    source: Tensor
+    target: Tensor
+    alternatives: tuple[Tensor, ...]
+
+    def __post_init__(self) -> None:
+        if not self.alternatives:
+            raise ValueError("an edit needs at least one alternative translation")
+        for name, tokens in (("source", self.source), ("target", self.target)):
+            if tokens.dim() != 1 or tokens.numel() == 0:
+                raise ValueError(f"edit {name} must be a non-empty 1-d token tensor, got shape "
+                                 f"{tuple(tokens.shape)}")
+
+
+@dataclass
+class EditBatch:
+    """One edit as fairseq tensors: the source once, target and alternatives as ``N = 1 + k`` rows.
+
+    src_tokens: ``[1, S]``; src_lengths: ``[1]``; prev_output_tokens, target: ``[N, T]`` (row 0 is
+    ``y_0``, rows ``1..k`` the alternatives), right-padded with ``pad``.
+    """
+
+    src_tokens: Tensor
+    src_lengths: Tensor
+    prev_output_tokens: Tensor
+    target: Tensor
+    pad: int
+
+    @property
+    def num_sequences(self) -> int:
+        return self.target.size(0)
+
+
+def collate_edit(edit: EditSample, pad: int, eos: int, device: Optional[torch.device] = None) -> EditBatch:
+    """Batch one :class:`EditSample` the way ``LanguagePairDataset`` batches targets (eos moved to the front)."""
+    from fairseq.data import data_utils
+
+    sequences = [edit.target, *edit.alternatives]
+    target = data_utils.collate_tokens(sequences, pad, eos, left_pad=False)
+    prev = data_utils.collate_tokens(sequences, pad, eos, left_pad=False, move_eos_to_beginning=True)
+    src = edit.source[None]
+    lengths = torch.tensor([edit.source.numel()])
+    return EditBatch(*(t.to(device) if device is not None else t for t in (src, lengths, prev, target)), pad=pad)
+
+
+def _encode(dictionary, text: str) -> Tensor:
+    return dictionary.encode_line(text, add_if_not_exist=False, append_eos=True).long()
+
+
+def parse_edit_line(line: str, src_dict, tgt_dict, where: str = "<string>") -> EditSample:
+    """Parse one TSV line; ``where`` (``path:line``) prefixes every error message."""
+    fields = line.rstrip("\r\n").split("\t")
+    if len(fields) < 3:
+        raise ValueError(f"{where}: expected source<TAB>target<TAB>alternative_1[<TAB>...], got "
+                         f"{len(fields)} tab-separated field(s)")
+    for index, field in enumerate(fields):
+        if not field.strip():
+            name = ("source", "target")[index] if index < 2 else f"alternative {index - 1}"
+            raise ValueError(f"{where}: the {name} field (column {index + 1}) is empty")
+    source = _encode(src_dict, fields[0])
+    target = _encode(tgt_dict, fields[1])
+    alternatives = tuple(_encode(tgt_dict, f) for f in fields[2:])
+    return EditSample(source, target, alternatives)
+
+
+def read_edit_samples(path: str, src_dict, tgt_dict, max_source_positions: Optional[int] = None,
+                      max_target_positions: Optional[int] = None) -> list[EditSample]:
+    """Read every edit of a TSV file. A malformed line raises ``ValueError`` naming ``path:line``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"edit samples file {path!r} does not exist")
+    samples: list[EditSample] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            where = f"{path}:{number}"
+            sample = parse_edit_line(line, src_dict, tgt_dict, where)
+            if max_source_positions is not None and sample.source.numel() > max_source_positions:
+                raise ValueError(f"{where}: source has {sample.source.numel()} tokens (with eos), more than "
+                                 f"--max-source-positions {max_source_positions}")
+            if max_target_positions is not None:
+                for i, seq in enumerate((sample.target, *sample.alternatives)):
+                    if seq.numel() > max_target_positions:
+                        name = "target" if i == 0 else f"alternative {i}"
+                        raise ValueError(f"{where}: {name} has {seq.numel()} tokens (with eos), more than "
+                                         f"--max-target-positions {max_target_positions}")
+            samples.append(sample)
+    if not samples:
+        raise ValueError(f"{path}: no edit samples (the file is empty)")
+    return samples
+
+
+def unk_fraction(samples: Sequence[EditSample], unk: int) -> float:
+    """Fraction of ``<unk>`` tokens over all sequences (a high value means the TSV is in another BPE space)."""
+    total = unks = 0
+    for s in samples:
+        for seq in (s.source, s.target, *s.alternatives):
+            total += seq.numel()
+            unks += int((seq == unk).sum())
+    return unks / max(total, 1)
+
+
+def format_edit_line(sample: EditSample, src_dict, tgt_dict) -> str:
+    """The TSV line of ``sample`` (tokens as dictionary symbols, eos dropped), without the newline."""
+    fields = [src_dict.string(sample.source), tgt_dict.string(sample.target),
+              *(tgt_dict.string(a) for a in sample.alternatives)]
+    for field in fields:
+        if "\t" in field or "\n" in field:
+            raise ValueError(f"cannot write a field containing a tab or newline: {field!r}")
+    return "\t".join(fields)
+
+
+def write_edit_samples(path: str, samples: Iterable[EditSample], src_dict, tgt_dict) -> int:
+    """Write ``samples`` as TSV atomically (temporary file + rename); returns the number written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".edits-", suffix=".tsv", dir=folder)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for sample in samples:
+                f.write(format_edit_line(sample, src_dict, tgt_dict) + "\n")
+                count += 1
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return count
