@@ -144,7 +144,13 @@ def build_editor(name: str = "rmsprop", lr: float = 1e-3, learnable: str = "auto
         if unknown:
             raise ValueError(f"--edit-learnable: editor {name!r} has no hyper-parameter(s) {unknown}; "
                              f"it has {list(known)}")
-    return make_editor(name, lr=lr, learnable=chosen)
+    editor = make_editor(name, lr=lr, learnable=chosen)
+    for hyper in editor.children():
+        if getattr(hyper, "learnable", False) and hyper.raw.dim() == 0:
+            # one-element vectors, not 0-dim scalars: fairseq's legacy_ddp all-reduce slices each gradient
+            # and fails on a criterion whose only parameter is 0-dim (e.g. RMSProp's beta alone)
+            hyper.raw = nn.Parameter(hyper.raw.detach().reshape(1))
+    return editor
 
 
 def editor_from_checkpoint(state: dict[str, Any]) -> tuple[Editor, dict[str, Any]]:
@@ -163,5 +169,6 @@ def editor_from_checkpoint(state: dict[str, Any]) -> tuple[Editor, dict[str, Any
     saved = state.get("criterion") or {}
     editor_state = {k[len("editor."):]: v for k, v in saved.items() if k.startswith("editor.")}
     if editor_state:
-        editor.load_state_dict(editor_state)
+        own = editor.state_dict()
+        editor.load_state_dict({k: v.reshape(own[k].shape) if k in own else v for k, v in editor_state.items()})
     return editor, criterion_cfg

@@ -38,6 +38,15 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300, check: bool = True
     return proc
 
 
+@pytest.fixture(scope="package", autouse=True)
+def one_torch_thread():
+    """The tiny models here run fastest on one thread, and a shared CPU punishes oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TINY_ARCH = ["--arch", "transformer_iwslt_de_en", "--encoder-layers", "2", "--decoder-layers", "2",
              "--encoder-embed-dim", "64", "--decoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
              "--decoder-ffn-embed-dim", "128", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
@@ -71,8 +80,12 @@ class ToySetup:
         """A fairseq training sample of ``pairs`` collated by LanguagePairDataset."""
         from fairseq.data import LanguagePairDataset
 
-        src = [self.encode_source(s) for s, _ in pairs]
-        tgt = [self.encode_target(t) for _, t in pairs]
+        cache = self.__dict__.setdefault("_encoded", {})
+        for pair in pairs:
+            if pair not in cache:
+                cache[pair] = (self.encode_source(pair[0]), self.encode_target(pair[1]))
+        src = [cache[p][0] for p in pairs]
+        tgt = [cache[p][1] for p in pairs]
         dataset = LanguagePairDataset(src, [len(s) for s in src], self.task.src_dict, tgt, [len(t) for t in tgt],
                                       self.task.tgt_dict, shuffle=False)
         return dataset.collater([dataset[i] for i in range(len(pairs))])
@@ -103,10 +116,11 @@ def make_toy_task(**cfg_overrides):
 def tiny_model_args(**overrides) -> Namespace:
     from fairseq.models import ARCH_CONFIG_REGISTRY
 
-    args = Namespace(arch="transformer_iwslt_de_en", encoder_layers=2, decoder_layers=2, encoder_embed_dim=64,
-                     decoder_embed_dim=64, encoder_ffn_embed_dim=128, decoder_ffn_embed_dim=128,
-                     encoder_attention_heads=2, decoder_attention_heads=2, dropout=0.1,
-                     max_source_positions=1024, max_target_positions=1024, **overrides)
+    settings = dict(arch="transformer_iwslt_de_en", encoder_layers=2, decoder_layers=2, encoder_embed_dim=64,
+                    decoder_embed_dim=64, encoder_ffn_embed_dim=128, decoder_ffn_embed_dim=128,
+                    encoder_attention_heads=2, decoder_attention_heads=2, dropout=0.1,
+                    max_source_positions=1024, max_target_positions=1024)
+    args = Namespace(**{**settings, **overrides})
     ARCH_CONFIG_REGISTRY["transformer_iwslt_de_en"](args)
     return args
 
@@ -136,12 +150,12 @@ def train_plain(setup: ToySetup, updates: int, batch_size: int = 64, lr: float =
 
 @pytest.fixture(scope="session")
 def trained_toy() -> ToySetup:
-    """A 2+2-layer, 64-d Transformer trained for 300 updates on the toy corpus (about 10 s on 1 thread)."""
+    """A 2+2-layer, 64-d Transformer trained for 200 updates on the toy corpus (about 15 s)."""
     rng = random.Random(0)
     task = make_toy_task()
     setup = ToySetup(task, build_tiny_model(task), [make_pair(rng) for _ in range(3000)])
     with torch.random.fork_rng():
-        train_plain(setup, updates=300)
+        train_plain(setup, updates=200, lr=4e-3)
     return setup
 
 
