@@ -26,12 +26,13 @@ def cli(name: str) -> str:
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300, check: bool = True,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+            env: dict | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
     """Run a console tool with one thread per process; on failure show the end of its output."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})}
     full_env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
     full_env.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
-    proc = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+                          input=stdin if stdin is not None else "")
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(args[:2])} exited {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}"
                     f"\n--- stderr ---\n{proc.stderr[-4000:]}")
