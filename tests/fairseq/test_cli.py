@@ -94,12 +94,13 @@ def test_checkpoint_holds_the_learned_editor_hyper_parameters(trained_run):
 
 def test_resume_restores_the_editor_and_continues_exactly_like_an_uninterrupted_run(trained_run, toy_data_bin):
     root, edits, _ = trained_run
-    shutil.copytree(root / "ckpt", root / "resumed")
-    saved = torch.load(root / "resumed" / "checkpoint_last.pt", weights_only=True)
+    shutil.copy(root / "ckpt" / "checkpoint_last.pt", root / "restore_me.pt")
+    saved = torch.load(root / "restore_me.pt", weights_only=True)
     saved_beta = torch.sigmoid(saved["criterion"]["editor.beta.raw"]).item()
-    proc = run_cli(train_args(toy_data_bin, "resumed", 8, "--edit-samples", str(edits)), cwd=root)
+    proc = run_cli(train_args(toy_data_bin, "resumed", 8, "--edit-samples", str(edits),
+                              "--restore-file", "restore_me.pt"), cwd=root)
     resumed = proc.stdout + proc.stderr
-    assert "Loaded checkpoint resumed/checkpoint_last.pt" in resumed and "@ 6 updates" in resumed
+    assert "Loaded checkpoint restore_me.pt" in resumed and "@ 6 updates" in resumed
     after = json_lines(resumed, "train_inner")
     assert [int(r["num_updates"]) for r in after] == [7, 8]
     # the forward of update 7 used the restored beta (the optimizer step comes after)
