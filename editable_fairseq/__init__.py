@@ -6,11 +6,13 @@
 
 Importing the package registers the task ``editable_translation`` and the criterion
 ``editable_cross_entropy``, and allow-lists the classes fairseq checkpoints pickle for torch's
-weights-only loading. ``python -m editable_fairseq`` prints the folder to pass to ``--user-dir``.
+weights-only loading (and, for fairseq's rank-to-rank copy of a resumed checkpoint only, the omegaconf
+containers it holds). ``python -m editable_fairseq`` prints the folder to pass to ``--user-dir``.
 """
-from .checkpoints import allow_fairseq_checkpoint_globals
+from .checkpoints import allow_fairseq_broadcast_globals, allow_fairseq_checkpoint_globals
 
 allow_fairseq_checkpoint_globals()
+allow_fairseq_broadcast_globals()
 
 from .criterions import editable_cross_entropy  # noqa: E402,F401  (registers the criterion)
 from .tasks import editable_translation  # noqa: E402,F401  (registers the task)

@@ -7,11 +7,19 @@ exactly the classes in :data:`SAFE_CHECKPOINT_GLOBALS` with ``torch.serializatio
 ``fairseq-train --restore-file``, ``fairseq-generate`` and ``fairseq-interactive`` (given
 ``--user-dir editable_fairseq``) load editable checkpoints with weights-only loading still on: no
 environment variable, and any other class in any file is still refused.
+
+Resuming a distributed run has one more load: rank 0 reads the checkpoint and fairseq sends it to the
+other ranks with ``torch.save``/``torch.load`` (``fairseq.distributed.utils.broadcast_object``), by then
+holding omegaconf containers. :func:`allow_fairseq_broadcast_globals` wraps that one function so its
+``torch.load`` allow-lists :data:`BROADCAST_GLOBALS` for its own duration only.
 """
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import os
+import typing
 from typing import Any, Optional
 
 import torch
@@ -29,6 +37,41 @@ def allow_fairseq_checkpoint_globals() -> None:
     missing = [cls for cls in SAFE_CHECKPOINT_GLOBALS if cls not in known]
     if missing:
         add(missing)
+
+
+def broadcast_globals() -> list:
+    """What fairseq's rank-to-rank transfer of a loaded checkpoint pickles (omegaconf containers etc.)."""
+    from fairseq.distributed.utils import _TensorPlaceholder
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.base import ContainerMetadata, Metadata
+    from omegaconf.nodes import AnyNode
+
+    return [*SAFE_CHECKPOINT_GLOBALS, DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, typing.Any,
+            collections.defaultdict, dict, list, int, _TensorPlaceholder]
+
+
+def allow_fairseq_broadcast_globals() -> None:
+    """Make ``fairseq.distributed.utils.broadcast_object`` load with :func:`broadcast_globals` allowed.
+
+    Only inside that call (``torch.serialization.safe_globals``): a checkpoint file is never loaded with
+    them. Idempotent.
+    """
+    safe_globals = getattr(torch.serialization, "safe_globals", None)
+    if safe_globals is None:
+        return
+    from fairseq.distributed import utils as distributed_utils
+
+    original = distributed_utils.broadcast_object
+    if getattr(original, "_editable_fairseq", False):
+        return
+
+    @functools.wraps(original)
+    def broadcast_object(*args: Any, **kwargs: Any) -> Any:
+        with safe_globals(broadcast_globals()):
+            return original(*args, **kwargs)
+
+    broadcast_object._editable_fairseq = True  # type: ignore[attr-defined]
+    distributed_utils.broadcast_object = broadcast_object
 
 
 def unsafe_globals(path: str) -> list[str]:

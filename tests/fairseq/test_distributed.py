@@ -48,33 +48,47 @@ def run_ranks(commands: list[list[str]], cwd: Path, timeout: float = 240) -> lis
     return outputs
 
 
-def test_two_gloo_workers_train_identical_parameters_and_editor(toy_data_bin):
-    root = toy_data_bin.parent
-    edits = write_edits(root / "ddp_edits.tsv", root / "text")
+def ddp_commands(root: Path, data_bin: Path, edits: Path, max_update: int) -> list[list[str]]:
     port = free_port()
     commands = []
     for rank in range(2):
-        args = train_args(toy_data_bin, "ckpt_ddp", 5, "--edit-samples", str(edits), "--update-freq", "1",
+        args = train_args(data_bin, "ckpt_ddp", max_update, "--edit-samples", str(edits), "--update-freq", "1",
                           "--distributed-world-size", "2", "--distributed-rank", str(rank),
                           "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
                           "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp")
         assert args[0] == cli("fairseq-train")
         commands.append([sys.executable, str(HERE / "ddp_worker.py"), str(root / f"ddp_rank{rank}.pt"), *args[1:]])
-    outputs = run_ranks(commands, cwd=root)
-    inner = json_lines(outputs[0], "train_inner")
-    assert [int(r["num_updates"]) for r in inner] == [1, 2, 3, 4, 5]
-    assert all(float(r["wpb"]) > 800 for r in inner), "each update sums the two workers' batches"
-    assert all("l_edit" in r and "editor_beta" in r for r in inner)
+    return commands
 
+
+def assert_ranks_identical(root: Path, updates: int) -> dict:
     states = [torch.load(root / f"ddp_rank{rank}.pt", weights_only=True) for rank in range(2)]
-    assert states[0]["num_updates"] == states[1]["num_updates"] == 5
+    assert states[0]["num_updates"] == states[1]["num_updates"] == updates
     assert states[0]["model"].keys() == states[1]["model"].keys()
     for name in states[0]["model"]:
         assert torch.equal(states[0]["model"][name], states[1]["model"][name]), name
     beta = [s["criterion"]["editor.beta.raw"] for s in states]
     assert torch.equal(beta[0], beta[1]) and beta[0].abs().item() > 0, "beta trained, identically on both ranks"
+    return states[0]
+
+
+def test_two_gloo_workers_train_identical_parameters_and_editor_and_resume(toy_data_bin):
+    root = toy_data_bin.parent
+    edits = write_edits(root / "ddp_edits.tsv", root / "text")
+    outputs = run_ranks(ddp_commands(root, toy_data_bin, edits, 5), cwd=root)
+    inner = json_lines(outputs[0], "train_inner")
+    assert [int(r["num_updates"]) for r in inner] == [1, 2, 3, 4, 5]
+    assert all(float(r["wpb"]) > 800 for r in inner), "each update sums the two workers' batches"
+    assert all("l_edit" in r and "editor_beta" in r for r in inner)
+    state = assert_ranks_identical(root, 5)
     saved = torch.load(root / "ckpt_ddp" / "checkpoint_last.pt", weights_only=True)
-    assert torch.equal(saved["criterion"]["editor.beta.raw"], beta[0])
+    assert torch.equal(saved["criterion"]["editor.beta.raw"], state["criterion"]["editor.beta.raw"])
+
+    # resume: rank 0 loads the checkpoint and fairseq sends it to rank 1 (torch.load, weights-only)
+    outputs = run_ranks(ddp_commands(root, toy_data_bin, edits, 7), cwd=root)
+    assert "Loaded checkpoint ckpt_ddp/checkpoint_last.pt (epoch 1 @ 5 updates)" in outputs[0]
+    assert [int(r["num_updates"]) for r in json_lines(outputs[0], "train_inner")] == [6, 7]
+    assert_ranks_identical(root, 7)
 
 
 def test_torch_hook_based_ddp_syncs_model_and_editor_even_when_an_edit_leaves_beta_unused(tmp_path):

@@ -61,3 +61,11 @@ def test_weights_only_loading_allows_namespace_but_still_refuses_other_classes(t
     torch.save({"x": Payload()}, evil)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         torch.load(evil, weights_only=True)
+
+
+def test_broadcast_allow_list_applies_inside_fairseq_broadcast_only():
+    from fairseq.distributed import utils as distributed_utils
+    from omegaconf import DictConfig
+
+    assert getattr(distributed_utils.broadcast_object, "_editable_fairseq", False)
+    assert DictConfig not in torch.serialization.get_safe_globals()
