@@ -58,7 +58,7 @@ def editable_objective(l_base: Tensor, l_e: Tensor, ref_logits: Tensor, edited_l
 def editable_training_loss(editable: Editable, inputs: Any, targets: Tensor, edit_inputs: Any,
                            edit_targets: Tensor, *, c_edit: float, c_loc: float,
                            base_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
-                           ) -> tuple[Objective, EditResult]:
+                           eval_locality: bool = False) -> tuple[Objective, EditResult]:
     """Equation (2) on one batch and one (or several) edits, for a classifier.
 
     inputs, targets: the training batch (``targets`` is whatever ``base_loss`` takes, e.g. labels
@@ -67,13 +67,21 @@ def editable_training_loss(editable: Editable, inputs: Any, targets: Tensor, edi
     single backward of ``total`` reaches every parameter and the editor's hyper-parameters. The edit
     runs in eval mode, as at deployment; the edited pass over the batch runs in the module's own mode
     (with batch-norm statistics left untouched), so ``L_loc`` is exactly 0 when the edit is a no-op.
+    eval_locality: run the edited pass in eval mode, as deployed, against the module-mode reference (as
+    the authors' code does). ``L_loc`` then also pulls the eval-mode model toward the predictions the
+    base loss trains; with batch-norm in the suffix this is what makes eval-mode edits local (in train
+    mode, batch statistics hide the shift an edit makes to every input). Costs a suffix pass even when
+    the edit takes no step.
     """
     features = editable.features(inputs)
     logits = editable.head(features)
     with eval_mode(editable.module):
         result = editable.edit(edit_inputs, edit_targets, create_graph=True)
-    # no step taken: the edited model is the model itself, so skip the second suffix pass
-    edited_logits = logits if result.steps == 0 else editable.head(features, result.params)
+        if eval_locality:
+            edited_logits = editable.head(features, result.params if result.steps else None)
+    if not eval_locality:
+        # no step taken: the edited model is the model itself, so skip the second suffix pass
+        edited_logits = logits if result.steps == 0 else editable.head(features, result.params)
     objective = editable_objective(base_loss(logits, targets), result.l_e, logits, edited_logits,
                                    c_edit=c_edit, c_loc=c_loc)
     return objective, result
