@@ -1,0 +1,168 @@
+"""Editable+CNP (Table 3): edits as a condition vector, after Conditional Neural Processes (Garnelo et al., 2018).
+
+A :class:`ConditionalClassifier` wraps a classifier made of named parts (``stem``, ``chain1`` .. ``chain4``,
+``head``). Its encoder reads the edited image's chain-3 activations ``h_3(x_e)`` plus a learned embedding
+``E[y_ref]`` of the target class, passes them through one residual block, averages over space and projects
+linearly to the condition vector ``c`` (``[C_3]``, one value per chain-3 channel). Every later input is then
+classified as ``tail(h_3(x) + c)``; with ``c = 0`` the model is the plain classifier, exactly.
+
+Training (:func:`train_cnp`) minimises ``L_base(c = 0) + c_edit * L_edit + c_loc * L_loc`` (equation 2 with
+the condition vector in place of ``Edit(theta)``): one random-target edit per batch, the edited passes in
+eval mode (as deployed) and the encoder always in eval mode (one image is too few for batch statistics).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock
+from tqdm.auto import tqdm
+
+from editable_core import classification_constraint, editable_objective, eval_mode
+
+from ..data import VisionData, loader, stack
+from ..models import build_model
+from ..train import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "editable_vision.baselines/cnp/1"
+
+
+def _channels(part: nn.Module) -> int:
+    convs = [m for m in part.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("the conditioned part has no convolution to read its channel count from")
+    return convs[-1].out_channels
+
+
+class ConditionalClassifier(nn.Module):
+    """A classifier with a CNP encoder at part ``split``.
+
+    backbone: ``nn.Sequential`` of named parts whose ``split`` part outputs ``[B, C_3, H', W']``.
+    num_classes: ``|Y|``, for the target embedding ``E``: ``[num_classes, C_3]``.
+    """
+
+    def __init__(self, backbone: nn.Sequential, num_classes: int, split: str = "chain3"):
+        super().__init__()
+        names = [n for n, _ in backbone.named_children()]
+        if split not in names or names.index(split) == len(names) - 1:
+            raise ValueError(f"the condition must be added after a part that is not the last; got split={split!r}, "
+                             f"the parts are {names}")
+        self.backbone, self.split, self.num_classes = backbone, split, int(num_classes)
+        self._index = names.index(split) + 1
+        channels = _channels(getattr(backbone, split))
+        self.embedding = nn.Embedding(self.num_classes, channels)
+        self.encoder = BasicBlock(channels, channels)
+        self.project = nn.Linear(channels, channels)
+
+    def trunk(self, images: Tensor) -> Tensor:
+        """``h_3``: the output of the parts up to and including ``split``; ``[B, C_3, H', W']``."""
+        return self.backbone[:self._index](images)
+
+    def tail(self, h: Tensor, condition: Optional[Tensor] = None) -> Tensor:
+        """Logits ``[B, classes]`` of the parts after ``split`` on ``h + c`` (``c``: ``[C_3]``, or None for 0)."""
+        return self.backbone[self._index:](h if condition is None else h + condition.reshape(1, -1, 1, 1))
+
+    def forward(self, images: Tensor, condition: Optional[Tensor] = None) -> Tensor:
+        return self.tail(self.trunk(images), condition)
+
+    def condition(self, images: Tensor, targets: Tensor, h: Optional[Tensor] = None) -> Tensor:
+        """The condition vector ``c`` ``[C_3]`` of an edit: ``images [n, C, H, W]`` must all get ``targets [n]``
+        (one edit may show several images of the same object; their codes are averaged). ``h``: their
+        ``h_3`` if already computed. The encoder runs in eval mode."""
+        h = self.trunk(images) if h is None else h
+        targets = torch.as_tensor(targets, device=h.device).long().reshape(-1)
+        with eval_mode(self.encoder):
+            code = self.encoder(h + self.embedding(targets)[:, :, None, None]).mean(dim=(2, 3))
+        return self.project(code).mean(0)
+
+
+def cnp_loss(model: ConditionalClassifier, images: Tensor, labels: Tensor, edit_images: Tensor,
+             edit_targets: Tensor, *, c_edit: float, c_loc: float) -> tuple[Any, Tensor]:
+    """Equation (2) for the CNP on one batch ``images [B, ...]``, ``labels [B]`` and one edit. The plain pass
+    (``c = 0``) runs in the module's mode; the edit and the edited pass over the batch in eval mode.
+    Returns the :class:`editable_core.Objective` and ``l_e`` ``[n]``."""
+    h = model.trunk(images)
+    logits = model.tail(h)
+    with eval_mode(model):
+        condition = model.condition(edit_images, edit_targets)
+        l_e = classification_constraint(model(edit_images, condition), edit_targets)
+        edited = model.tail(h, condition)
+    return editable_objective(F.cross_entropy(logits, labels), l_e, logits, edited, c_edit=c_edit, c_loc=c_loc), l_e
+
+
+def train_cnp(model: ConditionalClassifier, data: VisionData, config: TrainConfig, *,
+              device: str | torch.device = "cpu", progress: bool = True) -> list[dict[str, float]]:
+    """Train backbone, encoder, embedding and projection jointly with Adam (``config.lr``, optional cosine
+    schedule and gradient clipping, ``config.max_batches`` per epoch); returns one record per epoch."""
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    test_images, test_labels = stack(data.test)
+    history, step = [], 0
+    for epoch in range(config.epochs):
+        order = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        batches = loader(data.train, config.batch_size, shuffle=True, generator=order,
+                         drop_last=len(data.train) > config.batch_size)
+        total = len(batches) if config.max_batches is None else min(len(batches), config.max_batches)
+        sums: dict[str, float] = {}
+        bar = tqdm(batches, total=total, desc=f"cnp epoch {epoch + 1}/{config.epochs}", disable=not progress,
+                   leave=False)
+        for i, (images, labels) in enumerate(bar):
+            if i >= total:
+                break
+            if config.schedule == "cosine":
+                factor = 0.5 * (1 + math.cos(math.pi * step / max(1, config.epochs * total)))
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * factor
+            model.train()
+            index = int(torch.randint(len(data.train), (1,), generator=generator))
+            edit_image = data.train[index][0][None].to(device)
+            edit_target = torch.randint(model.num_classes, (1,), generator=generator).to(device)
+            objective, l_e = cnp_loss(model, images.to(device), labels.to(device), edit_image, edit_target,
+                                      c_edit=config.c_edit, c_loc=config.c_loc)
+            optimizer.zero_grad(set_to_none=True)
+            objective.total.backward()
+            if config.max_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_norm)
+            optimizer.step()
+            step += 1
+            stats = {"loss": objective.total.item(), "l_base": objective.l_base.item(),
+                     "l_edit": objective.l_edit.item(), "l_loc": objective.l_loc.item(),
+                     "edit_success": float((l_e <= 0).all())}
+            if not math.isfinite(stats["loss"]):
+                raise FloatingPointError(f"CNP training diverged at step {step}: loss {stats['loss']}")
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{stats['loss']:.3f}")
+        bar.close()
+        with torch.no_grad(), eval_mode(model):
+            predictions = torch.cat([model(test_images[j:j + 256].to(device)).argmax(-1).cpu()
+                                     for j in range(0, len(test_images), 256)])
+        record = {k: v / max(total, 1) for k, v in sums.items()}
+        record.update(epoch=epoch + 1, test_error=(predictions != test_labels).float().mean().item())
+        logger.info("cnp epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
+        history.append(record)
+    return history
+
+
+def cnp_payload(model: ConditionalClassifier, model_spec: dict[str, Any], input_shape: tuple[int, ...],
+                data_spec: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """A checkpoint dict (tensors and plain containers only, so it loads with ``weights_only=True``)."""
+    return {"format": FORMAT, "model_spec": dict(model_spec), "split": model.split,
+            "num_classes": model.num_classes, "input_shape": list(input_shape), "data": data_spec,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+
+
+def cnp_from_payload(payload: dict[str, Any], device: str | torch.device = "cpu") -> ConditionalClassifier:
+    """Rebuild a :class:`ConditionalClassifier` from :func:`cnp_payload`'s dict."""
+    if payload.get("format") != FORMAT:
+        raise ValueError("not an Editable+CNP checkpoint (format mismatch)")
+    model = ConditionalClassifier(build_model(payload["model_spec"]), payload["num_classes"], payload["split"])
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()
