@@ -78,11 +78,12 @@ class VisionEditable(Editable):
         """``[C, H, W]`` or ``[N, C, H, W]`` -> ``[N, C, H, W]`` on the model's device, or a ValueError."""
         if not isinstance(images, Tensor):
             raise TypeError(f"images must be a tensor, got {type(images).__name__}")
+        shape = list(images.shape)
         if images.dim() == 3:
             images = images[None]
         if images.dim() != 4 or tuple(images.shape[1:]) != self.input_shape:
             raise ValueError(f"expected an image of shape {list(self.input_shape)} (or a batch "
-                             f"[N, {', '.join(map(str, self.input_shape))}]), got {list(images.shape)}")
+                             f"[N, {', '.join(map(str, self.input_shape))}]), got {shape}")
         return images.to(self.device, torch.get_default_dtype() if not images.is_floating_point() else images.dtype)
 
     def check_labels(self, labels: Union[int, Sequence[int], Tensor], count: int) -> Tensor:

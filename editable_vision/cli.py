@@ -15,7 +15,7 @@ from .api import VisionEditable, build_editor
 from .checkpoint import editable_from_checkpoint, editable_payload, read_checkpoint, write_checkpoint
 from .data import DATASETS, VisionData, load_data, stack
 from .evaluate import (EDITOR_ORDER, best_rows, generalisation, make_edit_set, sequential_curves, sweep,
-                       with_editor, evaluate)
+                       evaluate)
 from .models import ARCHS, build_model, with_extra_layer
 from .targets import rank_distribution
 from .train import SCHEDULES, TrainConfig, Trainer

@@ -240,7 +240,7 @@ class Trainer:
     def editor_values(self) -> dict[str, float]:
         """Current values of the editor's hyper-parameters (e.g. ``editor_lr``, ``editor_beta``)."""
         editor = self.editable.editor
-        return {f"editor_{h}": float(getattr(editor, h)()) for h in editor.hyper_parameters}
+        return {f"editor_{h}": getattr(editor, h)().detach().item() for h in editor.hyper_parameters}
 
     def fit(self, checkpoint: Optional[str] = None) -> list[dict[str, float]]:
         """Train until ``config.epochs`` epochs are done, saving ``checkpoint`` after each epoch."""
