@@ -7,7 +7,7 @@ linearly to the condition vector ``c`` (``[C_3]``, one value per chain-3 channel
 classified as ``tail(h_3(x) + c)``; with ``c = 0`` the model is the plain classifier, exactly.
 
 Training (:func:`train_cnp`) minimises ``L_base(c = 0) + c_edit * L_edit + c_loc * L_loc`` (equation 2 with
-the condition vector in place of ``Edit(theta)``): one random-target edit per batch, the edited passes in
+the condition vector in place of ``Edit(theta)``): random-target edits of training images, the edited passes in
 eval mode (as deployed) and the encoder always in eval mode (one image is too few for batch statistics).
 """
 from __future__ import annotations
@@ -71,35 +71,48 @@ class ConditionalClassifier(nn.Module):
     def forward(self, images: Tensor, condition: Optional[Tensor] = None) -> Tensor:
         return self.tail(self.trunk(images), condition)
 
-    def condition(self, images: Tensor, targets: Tensor, h: Optional[Tensor] = None) -> Tensor:
-        """The condition vector ``c`` ``[C_3]`` of an edit: ``images [n, C, H, W]`` must all get ``targets [n]``
-        (one edit may show several images of the same object; their codes are averaged). ``h``: their
-        ``h_3`` if already computed. The encoder runs in eval mode."""
+    def codes(self, images: Tensor, targets: Tensor, h: Optional[Tensor] = None) -> Tensor:
+        """One condition vector per row: ``[n, C_3]`` for ``images [n, C, H, W]`` and ``targets [n]``
+        (``h``: their ``h_3`` if already computed). The encoder runs in eval mode."""
         h = self.trunk(images) if h is None else h
         targets = torch.as_tensor(targets, device=h.device).long().reshape(-1)
+        if len(targets) != len(h):
+            raise ValueError(f"got {len(targets)} targets for {len(h)} edit images")
         with eval_mode(self.encoder):
             code = self.encoder(h + self.embedding(targets)[:, :, None, None]).mean(dim=(2, 3))
-        return self.project(code).mean(0)
+        return self.project(code)
+
+    def condition(self, images: Tensor, targets: Tensor, h: Optional[Tensor] = None) -> Tensor:
+        """The condition vector ``c`` ``[C_3]`` of one edit: ``images [n, C, H, W]`` must all get ``targets [n]``
+        (an edit may show several images of the same object; their codes are averaged)."""
+        return self.codes(images, targets, h).mean(0)
 
 
 def cnp_loss(model: ConditionalClassifier, images: Tensor, labels: Tensor, edit_images: Tensor,
              edit_targets: Tensor, *, c_edit: float, c_loc: float) -> tuple[Any, Tensor]:
-    """Equation (2) for the CNP on one batch ``images [B, ...]``, ``labels [B]`` and one edit. The plain pass
-    (``c = 0``) runs in the module's mode; the edit and the edited pass over the batch in eval mode.
+    """Equation (2) for the CNP on one batch ``images [B, ...]``, ``labels [B]`` and ``n`` independent edits
+    ``edit_images [n, ...]``, ``edit_targets [n]`` (``L_edit``, ``L_loc`` averaged over them). The plain pass
+    (``c = 0``) runs in the module's mode; the edits and the edited passes over the batch in eval mode.
     Returns the :class:`editable_core.Objective` and ``l_e`` ``[n]``."""
     h = model.trunk(images)
     logits = model.tail(h)
     with eval_mode(model):
-        condition = model.condition(edit_images, edit_targets)
-        l_e = classification_constraint(model(edit_images, condition), edit_targets)
-        edited = model.tail(h, condition)
-    return editable_objective(F.cross_entropy(logits, labels), l_e, logits, edited, c_edit=c_edit, c_loc=c_loc), l_e
+        codes = model.codes(edit_images, edit_targets)
+        l_e = torch.cat([classification_constraint(model(edit_images[i:i + 1], code), edit_targets[i:i + 1])
+                         for i, code in enumerate(codes)])
+        edited = torch.cat([model.tail(h, code) for code in codes])
+    reference = logits.repeat(len(codes), 1)
+    return editable_objective(F.cross_entropy(logits, labels), l_e, reference, edited, c_edit=c_edit,
+                              c_loc=c_loc), l_e
 
 
-def train_cnp(model: ConditionalClassifier, data: VisionData, config: TrainConfig, *,
+def train_cnp(model: ConditionalClassifier, data: VisionData, config: TrainConfig, *, edits_per_batch: int = 1,
               device: str | torch.device = "cpu", progress: bool = True) -> list[dict[str, float]]:
     """Train backbone, encoder, embedding and projection jointly with Adam (``config.lr``, optional cosine
-    schedule and gradient clipping, ``config.max_batches`` per epoch); returns one record per epoch."""
+    schedule and gradient clipping, ``config.max_batches`` per epoch), ``edits_per_batch`` random-target edits
+    of training images per batch; returns one record per epoch."""
+    if edits_per_batch < 1:
+        raise ValueError(f"edits_per_batch (--cnp-edits) must be >= 1, got {edits_per_batch}")
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
@@ -121,9 +134,9 @@ def train_cnp(model: ConditionalClassifier, data: VisionData, config: TrainConfi
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * factor
             model.train()
-            index = int(torch.randint(len(data.train), (1,), generator=generator))
-            edit_image = data.train[index][0][None].to(device)
-            edit_target = torch.randint(model.num_classes, (1,), generator=generator).to(device)
+            indices = torch.randint(len(data.train), (edits_per_batch,), generator=generator)
+            edit_image = torch.stack([data.train[int(j)][0] for j in indices]).to(device)
+            edit_target = torch.randint(model.num_classes, (edits_per_batch,), generator=generator).to(device)
             objective, l_e = cnp_loss(model, images.to(device), labels.to(device), edit_image, edit_target,
                                       c_edit=config.c_edit, c_loc=config.c_loc)
             optimizer.zero_grad(set_to_none=True)
@@ -134,7 +147,7 @@ def train_cnp(model: ConditionalClassifier, data: VisionData, config: TrainConfi
             step += 1
             stats = {"loss": objective.total.item(), "l_base": objective.l_base.item(),
                      "l_edit": objective.l_edit.item(), "l_loc": objective.l_loc.item(),
-                     "edit_success": float((l_e <= 0).all())}
+                     "edit_success": float((l_e <= 0).float().mean())}
             if not math.isfinite(stats["loss"]):
                 raise FloatingPointError(f"CNP training diverged at step {step}: loss {stats['loss']}")
             for key, value in stats.items():

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("methods")
     group.add_argument("--methods", default=",".join(METHODS),
                        help=f"comma list of rows to compute, from {', '.join(METHODS)} (default: all)")
-    group.add_argument("--gd-lr", type=float, default=1e-2, help="GD alpha (baseline GD and GD+EWC)")
+    group.add_argument("--gd-lr", type=float, default=1e-3, help="GD alpha (baseline GD and GD+EWC)")
     group.add_argument("--ewc-weight", type=float, default=1e4,
                        help="lambda: weight of sum_i F_i (theta_i - theta*_i)^2 in the EWC edits")
     group.add_argument("--fisher-samples", type=int, default=512,
@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="flatten each layer's output, or average it over space first")
     group.add_argument("--cnp", metavar="CKPT", help="Editable+CNP checkpoint (default: WORK_DIR/cnp.pt, "
                                                      "trained if missing)")
+    group.add_argument("--cnp-edits", type=int, default=8, help="random-target edits per batch in CNP training")
     add_common(parser)
 
 
@@ -109,6 +110,8 @@ def run_table3(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         raise ValueError(f"--ewc-weight must be >= 0, got {args.ewc_weight}")
     if args.fisher_samples < 1:
         raise ValueError(f"--fisher-samples must be >= 1, got {args.fisher_samples}")
+    if args.cnp_edits < 1:
+        raise ValueError(f"--cnp-edits must be >= 1, got {args.cnp_edits}")
     run = setup(args)
     start = time.perf_counter()
     methods = build_methods(run, names, ks)
