@@ -72,7 +72,7 @@ def read_checkpoint(path: Union[str, os.PathLike], device: Union[str, torch.devi
 
 
 def build_editable(payload: dict[str, Any], *, part: Optional[Part] = None, editor: Union[str, Editor, None] = None,
-                   lr: Optional[float] = None, max_steps: Optional[int] = None) -> VisionEditable:
+                   max_steps: Optional[int] = None) -> VisionEditable:
     """A fresh model and editor shaped as ``payload`` says (parameters not loaded yet)."""
     spec = payload["editable"]
     model = build_model(payload["model_spec"])

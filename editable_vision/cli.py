@@ -10,6 +10,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from editable_core import ControlSet
+
 from . import report
 from .api import VisionEditable, build_editor
 from .checkpoint import editable_from_checkpoint, editable_payload, read_checkpoint, write_checkpoint
@@ -120,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="3: one row per checkpoint x editor x part; 1: tuned editors side by side; "
                          "2: drawdown per editor and part")
     ev.add_argument("--editors", default="trained",
-                    help="comma list of editors: 'trained' (the checkpoint's own), a name, or name:lr "
+                    help="comma list of editors: 'trained' (the checkpoint's own, with its trained hyper-parameters), "
+                         "a name, or name:lr (a named editor like the checkpoint's keeps its trained beta) "
                          "(tables 1 and 2: names, default all six)")
     ev.add_argument("--parts", help="comma list of parts (default: the checkpoint's; tables 1/2: "
                                     "all,chain1,chain2,chain3,chain4[,extra])")
@@ -236,8 +239,7 @@ def cmd_train(args: argparse.Namespace, finetune: bool = False) -> None:
         rank_probs = None
         if config.targets == "match-ranks":
             images, labels = stack(data.train, workers=args.workers)
-            rank_probs = rank_distribution(VisionEditable(model, part, input_shape=data.input_shape).to(device)
-                                           .logits(images), labels.to(device), smoothing=0.5)
+            rank_probs = rank_distribution(editable.to(device).logits(images), labels.to(device), smoothing=0.5)
         trainer = Trainer(editable, data, config, model_spec=model_spec, data_spec=data_spec, device=device,
                           workers=args.workers, rank_probs=rank_probs, progress=not args.quiet)
     trainer.fit(args.out)
@@ -292,7 +294,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     checkpoints = _parse_checkpoints(args.checkpoint)
     progress = not args.quiet
-    rows, sweeps, gen_rows, curves, texts = [], {}, [], {}, []
+    rows, sweeps, tuned, gen_rows, curves, texts = [], {}, {}, [], {}, []
     rank_probs = None
     data_cache: dict[str, VisionData] = {}
     for name, path in checkpoints:
@@ -320,13 +322,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                     candidate = editable_from_checkpoint(payload, part=part, device=device,
                                                          editor=None if editor_name == "trained" else editor_name,
                                                          lr=lr)
-                    from editable_core import ControlSet
                     control = ControlSet(candidate, images.to(device), labels.to(device))
                     metrics = evaluate(candidate, control, edits, progress=progress, desc=f"{name} {editor_name}")
                     shown = candidate.editor.name if editor_name == "trained" else editor_name
                     row = report.metrics_row(name, shown, part, metrics, float(candidate.editor.lr()))
                     if editor_name == "trained":
-                        row["editor_title"] = report.editor_title(shown) + " (trained)"
+                        # the checkpoint's own editor: trained with the model in modes editable / finetune
+                        row["editor_title"] = f"{report.editor_title(shown)} (checkpoint's, lr {row['lr']:g})"
                     rows.append(row)
         else:
             editors = [n for n, _ in _editor_specs(args.editors) if n != "trained"] or list(EDITOR_ORDER)
@@ -345,6 +347,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                         best_rows(result, lambda r: (r.editor, r.part), args.min_success).items()}
                 texts.append(f"### {name}: drawdown per editable part (best lr)\n\n"
                              + report.table2(best, editors, parts))
+            tuned[name] = list(best.values())  # the rows the table shows
         if args.generalisation:
             pairs = make_edit_set(editable, images, min(args.generalisation, len(images)), targets=args.targets
                                   if args.targets != "labels" else "random", rank_probs=rank_probs, seed=args.seed + 7)
@@ -368,7 +371,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if rank_probs is not None:
         _plot(args, lambda p: report.plot_ranks(rank_probs.tolist(), p), "rank_distribution.png")
     _emit(args, "\n\n".join(texts), {
-        "num_edits": args.num_edits, "targets": args.targets, "rows": rows, "sweeps": sweeps,
+        "num_edits": args.num_edits, "targets": args.targets, "rows": rows, "sweeps": sweeps, "tuned": tuned,
         "generalisation": gen_rows, "sequential": curves,
         "rank_distribution": rank_probs.tolist() if rank_probs is not None else None})
 

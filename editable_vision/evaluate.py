@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 EDITOR_ORDER = ("gd", "scaled_gd", "rprop", "rmsprop", "momentum", "adam")
 #: learning rates tried per editor when tuning (Table 1): scaled GD's ``alpha`` is a step length in
 #: parameter space, the others' a per-parameter step.
-DEFAULT_LRS = {"gd": (1e-3, 3e-3, 1e-2), "scaled_gd": (0.1, 0.3, 1.0), "rprop": (1e-4, 3e-4, 1e-3),
-               "rmsprop": (1e-4, 3e-4, 1e-3), "momentum": (3e-4, 1e-3, 3e-3), "adam": (1e-4, 3e-4, 1e-3)}
+DEFAULT_LRS = {"gd": (3e-4, 1e-3, 3e-3, 1e-2), "scaled_gd": (0.03, 0.1, 0.3, 1.0),
+               "rprop": (3e-5, 1e-4, 3e-4, 1e-3), "rmsprop": (3e-5, 1e-4, 3e-4, 1e-3),
+               "momentum": (1e-4, 3e-4, 1e-3, 3e-3), "adam": (3e-5, 1e-4, 3e-4, 1e-3)}
 
 
 @dataclass

@@ -15,7 +15,6 @@ optimizer, editor hyper-parameters, teacher, RNG states, epoch and step all trav
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from editable_core import editable_training_loss, eval_mode, locality_kl
+from editable_core import editable_training_loss, locality_kl
 
 from .api import VisionEditable
 from .checkpoint import editable_from_checkpoint, editable_payload, module_state, read_checkpoint, write_checkpoint
@@ -124,11 +123,11 @@ class Trainer:
         return [modules[p] for p in parts]
 
     def _teacher(self, state: Optional[dict[str, Tensor]]) -> nn.Module:
-        if state is None:
-            teacher = copy.deepcopy(self.editable.module)
-        else:
+        """The original network of 4.3, frozen: built from the spec and loaded with ``state`` (on resume)
+        or the model's own state (a fresh run); building it leaves the global RNG untouched."""
+        with torch.random.fork_rng(devices=[]):
             teacher = build_model(self.model_spec)
-            teacher.load_state_dict(state)
+        teacher.load_state_dict(state if state is not None else self.editable.module.state_dict())
         return teacher.to(self.device).eval().requires_grad_(False)
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -289,10 +288,3 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         return trainer
 
-
-def initial_rank_distribution(editable: VisionEditable, images: Tensor, labels: Tensor) -> Tensor:
-    """The rank distribution of the true classes of ``images`` under the model as it is now (4.3.1)."""
-    from .targets import rank_distribution
-
-    with eval_mode(editable.module):
-        return rank_distribution(editable.logits(images), labels.to(editable.device), smoothing=0.5)

@@ -95,6 +95,24 @@ def test_evaluate_table1_sweep(runs):
     sweep = result["sweeps"]["plain"]
     assert len(sweep) == 2 * 2 * 2 and {r["part"] for r in sweep} == {"chain3", "all"}
     assert (d / "editors_plain.png").stat().st_size > 0
+    # the tuned row of each editor: least drawdown among the rows with success >= 95%, else most successful
+    for best in result["tuned"]["plain"]:
+        members = [r for r in sweep if r["editor"] == best["editor"]]
+        ok = [r for r in members if r["success_rate"] >= 0.95]
+        assert best["drawdown"] == (min(r["drawdown"] for r in ok) if ok else best["drawdown"])
+        assert best in members
+
+
+def test_evaluate_table2_in_process(runs, capsys):
+    d = runs[0]
+    assert main(["evaluate", "--table", "2", "--checkpoint", f"base={d / 'plain.pt'}", "--editors", "gd,rmsprop",
+                 "--parts", "chain3,head", "--lr-grid", "0.01", "--num-edits", "2", "--control-limit", "30",
+                 "--quiet", "--json", str(d / "t2.json")]) == 0
+    text = capsys.readouterr().out
+    assert "| Editable Layers | Chain 3 | Final linear |" in text and "| RMSProp |" in text
+    tuned = json.loads((d / "t2.json").read_text())["tuned"]["base"]
+    assert sorted((r["editor"], r["part"]) for r in tuned) == [("gd", "chain3"), ("gd", "head"),
+                                                               ("rmsprop", "chain3"), ("rmsprop", "head")]
 
 
 def test_edit_command_and_errors(runs, capsys):
