@@ -30,5 +30,8 @@ setup(
     },
     entry_points={"console_scripts": [
         "editable-fairseq-prepare-corpus = editable_fairseq.corpus:main",
+        "editable-fairseq-make-edits = editable_fairseq.make_edits:main",
+        "editable-fairseq-evaluate = editable_fairseq.evaluate:main",
+        "editable-fairseq-patch = editable_fairseq.patch:main",
     ]},
 )

@@ -14,3 +14,16 @@ binarize() {
   cp "$text/code" "$dest/bpecodes"
   mkdir -p "$dest/raw" && cp "$text"/raw/test.* "$text"/raw/valid.* "$dest/raw/"
 }
+
+# usage: print this script's header comment (line 2 up to the first non-comment line) and exit 2
+usage() { sed -n '2,/^[^#]/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+# the plugin folder for --user-dir (this checkout's; fairseq resolves relative paths against the cwd)
+PLUGIN=$(cd "$(dirname "${BASH_SOURCE[0]}")/../editable_fairseq" && pwd)
+PREPARED_BY="scripts/prepare-iwslt14.sh or scripts/prepare-ding.sh"
+
+# fairseq-train flags of fairseq's IWSLT14 De-En recipe (examples/translation/README.md); later flags win
+RECIPE=(--arch transformer_iwslt_de_en --share-decoder-input-output-embed
+  --optimizer adam --adam-betas '(0.9, 0.98)' --clip-norm 0.0
+  --lr 5e-4 --lr-scheduler inverse_sqrt --warmup-updates 4000 --dropout 0.3 --weight-decay 0.0001
+  --label-smoothing 0.1 --max-tokens 4096 --no-epoch-checkpoints)

@@ -1,0 +1,180 @@
+"""Console script ``editable-fairseq-evaluate``: Table 6 of the paper for one or more checkpoints.
+
+For each checkpoint (a row): Test BLEU of the unedited model; then each of N edits of an evaluation edit
+set is applied on its own (edit, write into the model, decode the test sentences, undo) and the row reports
+
+* BLEU drawdown: mean over the N edits of ``|BLEU(edited) - BLEU(original)|`` on the test sentences;
+* success rate: fraction of edits with ``l_e <= 0`` within ``k`` steps; num steps: mean editor steps.
+
+BLEU is sacrebleu's on detokenised, de-BPE'd output against the raw references, lowercased.
+
+    editable-fairseq-evaluate DATA --edits eval.tsv --path baseline.pt editable.pt --num-edits 1000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from editable_core import EditResult, summarize
+
+from .decoding import SentenceBatches, corpus_bleu, make_generator, references, subset_indices
+from .edit_samples import read_edit_samples
+from .editing import apply_translation_edit, edit_translation
+from .text import TextCodec
+from .tools import add_edit_arguments, check_edit_arguments, edit_settings, load_for_tools, run_tool
+
+logger = logging.getLogger(__name__)
+PROG = "editable-fairseq-evaluate"
+COLUMNS = ("Training procedure", "Test BLEU", "BLEU Drawdown", "Success rate", "Num Steps")
+
+
+@dataclass
+class EditOutcome:
+    """One edit of the evaluation: ``bleu`` of the test sentences after it, ``success``, ``steps``."""
+
+    edit: int
+    bleu: float
+    success: bool
+    steps: int
+
+
+@dataclass
+class Row:
+    """One row of Table 6 and the numbers behind it."""
+
+    name: str
+    checkpoint: str
+    test_bleu: float
+    bleu_drawdown: float
+    success_rate: float
+    num_steps: float
+    num_edits: int
+    test_sentences: int
+    edit_lr: float
+    edit_max_steps: int
+    editable_layers: str
+    seconds: float
+    edits: list[EditOutcome] = field(default_factory=list)
+
+
+def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str] = None) -> Row:
+    """Test BLEU and the N independent edits of one checkpoint."""
+    import torch
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    loaded = load_for_tools(path, args.data)
+    task, model = loaded.task, loaded.model
+    if torch.cuda.is_available() and not args.cpu:
+        model.cuda()
+    settings = edit_settings(loaded.state, args.editor, args.edit_lr, args.edit_max_steps, args.editable_layers)
+    settings.editor.to(next(model.parameters()).device)
+    task.load_dataset(args.test_subset)
+    dataset = task.dataset(args.test_subset)
+    indices = subset_indices(len(dataset), args.test_size, args.seed)
+    codec = TextCodec(task.cfg.target_lang)
+    refs = references(loaded.data, args.test_subset, task.cfg.target_lang, dataset, task.tgt_dict, indices, codec)
+    batches = SentenceBatches(dataset, indices, args.batch_size)
+    generator = make_generator(model, task.tgt_dict, beam=args.beam, lenpen=args.lenpen)
+
+    def bleu() -> float:
+        return corpus_bleu([codec.decode(h) for h in batches.translate(generator, task.tgt_dict)], refs)
+
+    samples = read_edit_samples(args.edits, task.src_dict, task.tgt_dict, task.cfg.max_source_positions,
+                                task.cfg.max_target_positions)
+    if len(samples) < args.num_edits:
+        raise ValueError(f"--num-edits {args.num_edits}: {args.edits} holds only {len(samples)} edits")
+    base = bleu()
+    outcomes, results, bleus = [], [], []
+    label = name or settings.label()
+    for i, sample in enumerate(tqdm(samples[:args.num_edits], desc=label, unit="edit", disable=args.no_progress)):
+        result = edit_translation(model, sample, settings.editor, part=settings.part,
+                                  max_steps=settings.max_steps)
+        with apply_translation_edit(model, result.params, settings.part):
+            edited = bleu() if result.steps else base
+        outcomes.append(EditOutcome(i, edited, result.success, result.steps))
+        results.append(EditResult({}, result.success, result.l_e.detach(), result.steps))
+        bleus.append(edited)
+    metrics = summarize(base, bleus, results)
+    return Row(label, path, base, metrics.drawdown, metrics.success_rate, metrics.mean_steps, len(results),
+               len(indices), settings.lr, settings.max_steps, settings.part, time.perf_counter() - start, outcomes)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """The rows as a markdown table shaped like Table 6."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join([":---"] + ["---:"] * 4) + "|"]
+    for r in rows:
+        lines.append(f"| {r.name} | {r.test_bleu:.2f} | {r.bleu_drawdown:.2f} | {100 * r.success_rate:.0f}% "
+                     f"| {r.num_steps:.2f} |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("data", help="fairseq data-bin folder (dictionaries, binarized test set, raw/ references)")
+    parser.add_argument("--path", nargs="+", required=True, help="checkpoints, one row each")
+    parser.add_argument("--names", nargs="+", help="row names, one per --path (default: from each checkpoint)")
+    parser.add_argument("--edits", required=True, help="TSV of evaluation edits (editable-fairseq-make-edits)")
+    parser.add_argument("--num-edits", type=int, default=1000, help="N: the first N edits of --edits")
+    parser.add_argument("--test-subset", default="test", help="subset whose BLEU is measured")
+    parser.add_argument("--test-size", type=int, default=0,
+                        help="a fixed random subset of this many test sentences (0: all)")
+    parser.add_argument("--beam", type=int, default=5, help="beam size of the test decoding")
+    parser.add_argument("--lenpen", type=float, default=1.0, help="length penalty of the test decoding")
+    parser.add_argument("--batch-size", type=int, default=64, help="test sentences per decoding batch")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the --test-size subset")
+    parser.add_argument("--json", help="write the rows (and every edit's numbers) here as JSON")
+    parser.add_argument("--markdown", help="write the table here as well as to stdout")
+    parser.add_argument("--cpu", action="store_true", help="stay on the CPU even when CUDA is available")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_edit_arguments(parser)
+    return parser
+
+
+def _write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def evaluate(args: argparse.Namespace) -> list[Row]:
+    check_edit_arguments(args)
+    if args.num_edits < 1:
+        raise ValueError(f"--num-edits must be >= 1, got {args.num_edits}")
+    if args.names and len(args.names) != len(args.path):
+        raise ValueError(f"--names has {len(args.names)} names for {len(args.path)} --path checkpoints")
+    for path in args.path:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--path {path}: checkpoint does not exist")
+    if not os.path.isfile(args.edits):
+        raise FileNotFoundError(f"--edits {args.edits}: file does not exist")
+    for flag in ("json", "markdown"):
+        out = getattr(args, flag)
+        if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+            raise FileNotFoundError(f"--{flag} {out}: its folder does not exist")
+    rows = [evaluate_checkpoint(path, args, args.names[i] if args.names else None)
+            for i, path in enumerate(args.path)]
+    table = markdown_table(rows)
+    print(table, flush=True)
+    if args.markdown:
+        _write(args.markdown, table + "\n")
+    if args.json:
+        _write(args.json, json.dumps({"rows": [asdict(r) for r in rows], "edits_file": args.edits,
+                                      "beam": args.beam, "test_subset": args.test_subset}, indent=1) + "\n")
+    return rows
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    run_tool(PROG, lambda: evaluate(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Console script ``editable-fairseq-patch``: fix translations of a deployed checkpoint, ship the patched one.
+
+    editable-fairseq-patch model.pt --out patched.pt --source "Das ist gut." --target "That is good."
+    editable-fairseq-patch model.pt --out patched.pt --pairs fixes.tsv      # raw source<TAB>raw target
+
+Sentences are raw text, tokenised and BPE'd with the model's own codes (``DATA/bpecodes``). Each fix is an
+edit ``l_e = max_i log p(y_i|s) - log p(y_0|s)`` whose alternatives ``y_1..y_k`` are the current model's
+beam search; if beam search still prefers something else afterwards, its new hypotheses join the
+alternatives and the edit continues (``--rounds``). Fixes apply one after another. The patched checkpoint
+(same state, only the edited tensors changed) is written atomically, and only when every fix succeeded;
+``fairseq-generate`` / ``fairseq-interactive --user-dir editable_fairseq`` load it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .decoding import make_generator, translate_tokens
+from .edit_samples import EditSample
+from .editing import apply_translation_edit, edit_translation
+from .generation import beam_alternatives
+from .text import TextCodec
+from .tools import add_edit_arguments, check_edit_arguments, edit_settings, load_for_tools, run_tool
+
+logger = logging.getLogger(__name__)
+PROG = "editable-fairseq-patch"
+
+
+@dataclass
+class Fix:
+    """One requested fix; ``where`` names its origin (``--source/--target`` or ``file:line``)."""
+
+    where: str
+    source: str
+    target: str
+
+
+def read_pairs(path: str) -> list[Fix]:
+    """``raw source<TAB>raw target`` per line; errors name ``path:line``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--pairs {path}: file does not exist")
+    fixes = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            fields = line.rstrip("\r\n").split("\t")
+            if len(fields) != 2:
+                raise ValueError(f"{path}:{number}: expected raw source<TAB>raw target, got {len(fields)} "
+                                 "tab-separated field(s)")
+            fixes.append(Fix(f"{path}:{number}", *fields))
+    if not fixes:
+        raise ValueError(f"--pairs {path}: the file is empty")
+    return fixes
+
+
+def encode(codec: TextCodec, dictionary, text: str, where: str, what: str) -> tuple[str, Tensor]:
+    """Raw text -> (word-pieces, token ids ending in eos); an empty text or unknown word-piece is an error."""
+    if not text.strip():
+        raise ValueError(f"{where}: the {what} is empty")
+    pieces = codec.encode(text)
+    unknown = sorted({p for p in pieces.split() if dictionary.index(p) == dictionary.unk()})
+    if unknown:
+        raise ValueError(f"{where}: the {what} {text!r} has word-pieces the model's dictionary does not know: "
+                         f"{' '.join(unknown)} (a word the model cannot write)")
+    return pieces, dictionary.encode_line(pieces, add_if_not_exist=False, append_eos=True).long()
+
+
+def patch_one(model, task, settings, generator, source: Tensor, target: Tensor, alternatives: int,
+              rounds: int) -> tuple[bool, int, Tensor]:
+    """Edit ``model`` in place until beam search yields ``target``; returns (success, steps, hypothesis).
+
+    Each round edits against the alternatives found so far (the model's own beam search, never ``target``)
+    and writes the result into the model. On failure the model is restored to how it was before.
+    """
+    applied, steps, seen, success = [], 0, [], False
+    hypothesis = translate_tokens(generator, source)
+    try:
+        for _ in range(rounds):
+            if torch.equal(hypothesis, target):
+                success = True
+                return True, steps, hypothesis
+            found = beam_alternatives([model], task.tgt_dict, [source], alternatives, max_len_a=0, max_len_b=200,
+                                      src_pad=task.src_dict.pad())[0]
+            for a in [hypothesis, *found]:
+                if not torch.equal(a, target) and not any(torch.equal(a, b) for b in seen):
+                    seen.append(a)
+            result = edit_translation(model, EditSample(source, target, tuple(seen)), settings.editor,
+                                      part=settings.part, max_steps=settings.max_steps)
+            steps += result.steps
+            applied.append(apply_translation_edit(model, result.params, settings.part))
+            hypothesis = translate_tokens(generator, source)
+        success = torch.equal(hypothesis, target)
+    finally:
+        if not success:
+            for edit in reversed(applied):
+                edit.undo()
+    return success, steps, hypothesis
+
+
+def save_atomically(state: dict, path: str) -> None:
+    """``torch.save`` to a temporary file in the destination's folder, then ``os.replace``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".patch-", suffix=".pt", dir=folder)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", help="the deployed fairseq checkpoint")
+    parser.add_argument("--out", required=True, help="where to write the patched checkpoint")
+    parser.add_argument("--source", help="raw source sentence to fix")
+    parser.add_argument("--target", help="its desired raw translation")
+    parser.add_argument("--pairs", help="TSV of fixes (raw source<TAB>raw target), applied one after another")
+    parser.add_argument("--data", help="data-bin folder with the dictionaries and bpecodes (default: the "
+                                       "checkpoint's)")
+    parser.add_argument("--bpe-codes", help="subword-nmt codes (default: DATA/bpecodes)")
+    parser.add_argument("--alternatives", type=int, default=32, help="k: beam-search alternatives per round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="edit rounds per fix; each adds the model's new beam hypotheses as alternatives")
+    parser.add_argument("--beam", type=int, default=5, help="beam of the translations shown (fairseq's default)")
+    add_edit_arguments(parser)
+    return parser
+
+
+def patch(args: argparse.Namespace) -> bool:
+    """Apply every fix; write ``--out`` only if all succeeded. Returns whether they did."""
+    check_edit_arguments(args)
+    if args.pairs and (args.source is not None or args.target is not None):
+        raise ValueError("give --pairs FILE or --source/--target, not both")
+    if not args.pairs and (args.source is None or args.target is None):
+        raise ValueError("give --source and --target (raw sentences), or --pairs FILE")
+    for flag in ("alternatives", "rounds", "beam"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if not os.path.isfile(args.checkpoint):
+        raise FileNotFoundError(f"checkpoint {args.checkpoint!r} does not exist")
+    if os.path.isdir(args.out) or not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise FileNotFoundError(f"--out {args.out}: not a file path in an existing folder")
+    fixes = read_pairs(args.pairs) if args.pairs else [Fix("--source/--target", args.source, args.target)]
+
+    loaded = load_for_tools(args.checkpoint, args.data)
+    task, model = loaded.task, loaded.model
+    codes = args.bpe_codes or os.path.join(loaded.data, "bpecodes")
+    if not os.path.isfile(codes):
+        raise FileNotFoundError(f"no BPE codes at {codes} (the prepare scripts copy them there); pass --bpe-codes")
+    src_codec, tgt_codec = TextCodec(task.cfg.source_lang, codes), TextCodec(task.cfg.target_lang, codes)
+    encoded = []
+    for fix in fixes:  # every fix is checked before any is made
+        where = fix.where if args.pairs else None
+        _, source = encode(src_codec, task.src_dict, fix.source, where or "--source", "source")
+        _, target = encode(tgt_codec, task.tgt_dict, fix.target, where or "--target", "target")
+        encoded.append((fix, source, target))
+    settings = edit_settings(loaded.state, args.editor, args.edit_lr, args.edit_max_steps, args.editable_layers)
+    generator = make_generator(model, task.tgt_dict, beam=args.beam)
+    record = []
+    for fix, source, target in encoded:
+        before = translate_tokens(generator, source)
+        success, steps, after = patch_one(model, task, settings, generator, source, target, args.alternatives,
+                                          args.rounds)
+        show = [tgt_codec.decode(task.tgt_dict.string(t)) for t in (before, after)]
+        print(f"{fix.where}\n  source:  {fix.source}\n  before:  {show[0]}\n  desired: {fix.target}\n"
+              f"  after:   {show[1]}\n  success: {success}  steps: {steps}", flush=True)
+        if not success:
+            raise ValueError(f"{fix.where}: the fix did not take within --rounds {args.rounds} x "
+                             f"--edit-max-steps {settings.max_steps} steps; {args.out} was not written "
+                             "(try more --rounds, --edit-max-steps or a larger --edit-lr)")
+        record.append({"source": fix.source, "target": fix.target, "steps": steps})
+
+    state = loaded.state
+    weights = model.state_dict()
+    changed = [name for name, saved in state["model"].items()  # tied tensors (shared embeddings) included
+               if name in weights and not torch.equal(weights[name].to(saved), saved)]
+    for name in changed:
+        state["model"][name] = weights[name].detach().clone().to(state["model"][name])
+    extra = state.setdefault("extra_state", {}) or {}
+    extra["editable_patches"] = list(extra.get("editable_patches", [])) + record
+    state["extra_state"] = extra
+    save_atomically(state, args.out)
+    print(f"wrote {args.out} ({len(record)} fix(es), {len(changed)} tensors changed)", flush=True)
+    return True
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    run_tool(PROG, lambda: patch(args))
+
+
+if __name__ == "__main__":
+    main()
