@@ -122,17 +122,19 @@ def make_edits(args: argparse.Namespace) -> None:
         model.cuda()
     max_positions = getattr(task.cfg, "max_source_positions", None)
     used: set[tuple[int, ...]] = set()
+    chosen = []  # every set is chosen (and checked) before anything is generated or written
     for n, (name, out, size, subset) in enumerate(wanted):
         task.load_dataset(subset)
         dataset = task.dataset(subset)
-        indices = choose_sources(dataset, size, args.seed + n, used, f"--{name}-size", max_positions)
-        samples = make_set(model, task, dataset, indices, args.alternatives, args.temperature,
-                           args.seed * 1000 + n * 100_000, args.batch_size, not args.no_progress)
+        chosen.append((dataset, choose_sources(dataset, size, args.seed + n, used, f"--{name}-size", max_positions)))
+    made = [make_set(model, task, dataset, indices, args.alternatives, args.temperature,
+                     args.seed * 1000 + n * 100_000, args.batch_size, not args.no_progress)
+            for n, (dataset, indices) in enumerate(chosen)]
+    for (name, out, _, subset), samples in zip(wanted, made):
         count = write_edit_samples(out, samples, task.src_dict, task.tgt_dict)
         mean_k = sum(len(s.alternatives) for s in samples) / count
         logger.info("wrote %d %s edits to %s (sources from %s; %.1f alternatives per edit, tau=%g)",
                     count, name, out, subset, mean_k, args.temperature)
-
 
 if __name__ == "__main__":
     main()

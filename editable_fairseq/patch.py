@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .checkpoints import allow_fairseq_checkpoint_globals
 from .decoding import make_generator, translate_tokens
 from .edit_samples import EditSample
 from .editing import apply_translation_edit, edit_translation
@@ -180,7 +181,10 @@ def patch(args: argparse.Namespace) -> bool:
                              "(try more --rounds, --edit-max-steps or a larger --edit-lr)")
         record.append({"source": fix.source, "target": fix.target, "steps": steps})
 
-    state = loaded.state
+    # the file as saved (fairseq's loader turns its config into omegaconf objects that weights-only loading
+    # refuses), with only the edited tensors replaced: the patched file loads wherever the original did
+    allow_fairseq_checkpoint_globals()
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     weights = model.state_dict()
     changed = [name for name, saved in state["model"].items()  # tied tensors (shared embeddings) included
                if name in weights and not torch.equal(weights[name].to(saved), saved)]

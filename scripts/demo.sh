@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Usage: scripts/demo.sh WORKDIR
+# Section 4.4 in small, on a CPU, end to end: the Ding German-English example sentences
+# (scripts/prepare-ding.sh), a small Transformer trained normally, then continued from it for the same number
+# of updates twice, plainly and with Editable Training (c_loc=100, alpha 1e-3 and 3e-4), the Table-6-shaped
+# comparison, and one real mistranslation fixed with editable-fairseq-patch. Sizes can be changed through
+# the environment: BASE_UPDATES CONT_UPDATES TRAIN_EDITS EVAL_EDITS ALTERNATIVES TEST_SIZE BEAM.
+# Steps whose outputs exist in WORKDIR are skipped (delete a folder to redo it).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+[ $# -eq 1 ] || usage
+work=$1
+scripts=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$work"
+base_updates=${BASE_UPDATES:-360} cont_updates=${CONT_UPDATES:-40}
+train_edits=${TRAIN_EDITS:-200} eval_edits=${EVAL_EDITS:-25} alternatives=${ALTERNATIVES:-8}
+test_size=${TEST_SIZE:-150} beam=${BEAM:-2}
+command -v fairseq-train >/dev/null || die "fairseq-train is not on PATH: run make install, then PATH=.venv/bin:\$PATH"
+
+# a 3+3-layer, 128-d transformer_iwslt_de_en (about 1 update/s on 2 cores with 2000 BPE merges);
+# Adam at 1e-3 for the baseline, 5e-4 for both continuations
+SMALL=(--cpu --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 128 --decoder-embed-dim 128
+  --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4
+  --share-all-embeddings --dropout 0.1 --max-tokens 4096 --num-workers 0 --seed 1
+  --log-format simple --log-interval 25 --disable-validation --no-save-optimizer-state)
+CONTINUE=(--lr 5e-4 --warmup-updates 10)
+data=$work/ding/data-bin
+timings=$work/timings.txt
+: > "$timings"
+stage() {  # stage NAME COMMAND...: run, log to WORKDIR/logs/NAME.log, record the wall time
+  local name=$1 start=$SECONDS
+  shift
+  mkdir -p "$work/logs"
+  echo "== $name" >&2
+  "$@" > "$work/logs/$name.log" 2>&1 || { tail -20 "$work/logs/$name.log" >&2; die "$name failed (log: $work/logs/$name.log)"; }
+  printf '%-22s %4d s\n' "$name" $((SECONDS - start)) | tee -a "$timings" >&2
+}
+
+[ -f "$data/dict.en.txt" ] || stage prepare-corpus bash "$scripts/prepare-ding.sh" "$work/ding" 2000
+[ -f "$work/baseline/checkpoint_last.pt" ] || stage train-baseline bash "$scripts/train-baseline.sh" "$data" \
+  "$work/baseline" "$base_updates" "${SMALL[@]}" --lr 1e-3 --warmup-updates 100
+base=$work/baseline/checkpoint_last.pt
+[ -f "$work/plain/checkpoint_last.pt" ] || stage continue-plain bash "$scripts/train-baseline.sh" "$data" \
+  "$work/plain" "$cont_updates" "${SMALL[@]}" "${CONTINUE[@]}" --finetune-from-model "$base"
+[ -f "$work/edits/eval.tsv" ] || stage make-edits bash "$scripts/make-edits.sh" "$data" "$base" "$work/edits" \
+  "$train_edits" "$eval_edits" --alternatives "$alternatives" --no-progress
+for lr in 1e-3 3e-4; do
+  [ -f "$work/editable-$lr/checkpoint_last.pt" ] || stage "continue-editable-$lr" bash "$scripts/train-editable.sh" \
+    "$data" "$work/edits/train.tsv" "$work/editable-$lr" "$lr" "$cont_updates" "${SMALL[@]}" "${CONTINUE[@]}" \
+    --finetune-from-model "$base"
+done
+stage evaluate bash "$scripts/evaluate.sh" "$data" "$work/edits/eval.tsv" "$eval_edits" "$test_size" "$work/eval" \
+  "$work/plain/checkpoint_last.pt" "$work/editable-1e-3/checkpoint_last.pt" "$work/editable-3e-4/checkpoint_last.pt" \
+  -- --beam "$beam" --no-progress --names "Baseline training, α=1e-3" "Editable, c_loc=100, α=1e-3" \
+  "Editable, c_loc=100, α=3e-4"
+
+# a real mistranslation: the first short test sentence (<= 8 words) that the deployed model gets wrong
+shipped=$work/plain/checkpoint_last.pt
+stage find-mistranslation fairseq-generate "$data" --user-dir "$PLUGIN" --path "$shipped" --gen-subset test --cpu \
+  --beam 5 --batch-size 128 --remove-bpe
+start=$SECONDS
+candidates=$(awk -F'\t' '/^T-/ { t[substr($1, 3)] = $2 } /^H-/ { i = substr($1, 3); h[i] = $3 }
+  END { for (i in t) if (i in h && t[i] != h[i] && split(t[i], w, " ") <= 8 && t[i] !~ /<unk>/) print i }' \
+  "$work/logs/find-mistranslation.log" | sort -n | sed -n 1,5p)
+[ -n "$candidates" ] || die "no short mistranslated test sentence found (see $work/logs/find-mistranslation.log)"
+id=
+for candidate in $candidates; do  # the first of them that the patch tool fixes (a failed fix writes nothing)
+  source=$(sed -n "$((candidate + 1))p" "$data/raw/test.de") target=$(sed -n "$((candidate + 1))p" "$data/raw/test.en")
+  printf '%s\t%s\n' "$source" "$target" > "$work/fix.tsv"
+  if editable-fairseq-patch "$shipped" --out "$work/patched.pt" --pairs "$work/fix.tsv" > "$work/logs/patch.log" 2>&1; then
+    id=$candidate
+    break
+  fi
+done
+[ -n "$id" ] || die "the patch tool fixed none of test sentences $candidates (see $work/logs/patch.log)"
+printf '%-22s %4d s\n' patch $((SECONDS - start)) | tee -a "$timings" >&2
+# the shipped file is an ordinary checkpoint: stock fairseq-generate loads it (the plugin allow-lists its config)
+stage generate-patched fairseq-generate "$data" --user-dir "$PLUGIN" --path "$work/patched.pt" --gen-subset test \
+  --cpu --beam 5 --batch-size 128 --remove-bpe
+
+echo
+echo "## Table 6 on the Ding corpus (CPU demo: $eval_edits edits, BLEU on $test_size test sentences, beam $beam)"
+cat "$work/eval/table.md"
+echo
+echo "## One worked edit (test sentence $id, editable-fairseq-patch on $shipped)"
+grep -E '^  (source|before|desired|after|success)' "$work/logs/patch.log"
+echo "fairseq-generate --path $work/patched.pt, test sentence $id:"
+grep -E "^H-$id\s" "$work/logs/generate-patched.log" | cut -f3
+grep -E '^2.*BLEU' "$work/logs/find-mistranslation.log" "$work/logs/generate-patched.log" | sed 's/.*logs.//' || true
+echo
+echo "## Wall time per stage"
+cat "$timings"
+echo "total $(awk '{ s += $(NF-1) } END { print s }' "$timings") s"

@@ -1,0 +1,78 @@
+"""editable-fairseq-evaluate against a direct re-computation: the same edits made with the editable_fairseq
+API, the test sentences decoded by fairseq's own task.inference_step in one batch, scored with sacrebleu."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import sacrebleu
+import torch
+from sacremoses import MosesDetokenizer
+
+import editable_fairseq  # noqa: F401
+from editable_fairseq.checkpoints import load_models
+from editable_fairseq.edit_samples import read_edit_samples
+from editable_fairseq.editing import apply_translation_edit, build_editor, edit_translation, editor_from_checkpoint
+from editable_fairseq.checkpoints import load_checkpoint
+from editable_fairseq.text import remove_bpe
+
+from tests.fairseq.conftest import cli, run_cli
+
+
+def _bleu(model, task, indices, references) -> float:
+    """One batch of all ``indices`` through ``task.inference_step`` (beam 2), de-BPE'd, detokenised."""
+    from argparse import Namespace
+
+    dataset = task.dataset("test")
+    sample = dataset.collater([dataset[i] for i in indices])
+    generator = task.build_generator([model], Namespace(beam=2))
+    hypos = task.inference_step(generator, [model], sample)
+    detok = MosesDetokenizer(lang="en")
+    by_id = {int(i): detok.detokenize(remove_bpe(task.tgt_dict.string(h[0]["tokens"].int())).split(), unescape=True)
+             for i, h in zip(sample["id"], hypos)}
+    return sacrebleu.corpus_bleu([by_id[i] for i in indices], [references], lowercase=True).score
+
+
+@pytest.mark.parametrize("row", [0, 1], ids=["baseline", "editable"])
+def test_evaluator_numbers_agree_with_a_direct_recomputation(pipeline, row):
+    result = json.loads((pipeline.evaluation / "results.json").read_text())["rows"][row]
+    path = (pipeline.baseline, pipeline.editable)[row]
+    models, _, task = load_models([str(path)], arg_overrides={"data": str(pipeline.data)})
+    model = models[0].eval()
+    task.load_dataset("test")
+    indices = sorted(random.Random(1).sample(range(len(task.dataset("test"))), 30))  # --test-size 30, --seed 1
+    raw = (pipeline.data / "raw" / "test.en").read_text(encoding="utf-8").splitlines()
+    references = [raw[i] for i in indices]
+    with torch.no_grad():
+        assert _bleu(model, task, indices, references) == pytest.approx(result["test_bleu"], abs=1e-6)
+
+    if row == 0:  # a normally trained model: RMSProp, alpha 1e-3, nothing learned
+        editor = build_editor("rmsprop", 1e-3, "none")
+    else:         # the editor Editable Training learned (beta) at the checkpoint's alpha
+        editor, _ = editor_from_checkpoint(load_checkpoint(str(path)))
+    samples = read_edit_samples(str(pipeline.edits / "eval.tsv"), task.src_dict, task.tgt_dict)
+    for i in range(2):
+        edit = edit_translation(model, samples[i], editor, part="last", max_steps=10)
+        expected = result["edits"][i]
+        assert (edit.success, edit.steps) == (expected["success"], expected["steps"])
+        with apply_translation_edit(model, edit.params), torch.no_grad():
+            assert _bleu(model, task, indices, references) == pytest.approx(expected["bleu"], abs=1e-6)
+    successes = [e["success"] for e in result["edits"]]
+    assert result["success_rate"] == pytest.approx(sum(successes) / len(successes))
+    assert result["num_steps"] == pytest.approx(sum(e["steps"] for e in result["edits"]) / len(successes))
+
+
+def test_evaluator_rejects_a_bad_edit_file_naming_file_and_line(pipeline, tmp_path):
+    bad = tmp_path / "bad.tsv"
+    lines = (pipeline.edits / "eval.tsv").read_text(encoding="utf-8").splitlines()
+    bad.write_text(lines[0] + "\n" + lines[1].split("\t")[0] + "\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    proc = run_cli([cli("editable-fairseq-evaluate"), str(pipeline.data), "--path", str(pipeline.baseline),
+                    "--edits", str(bad), "--num-edits", "1", "--json", str(out)], cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and not out.exists()
+    assert f"editable-fairseq-evaluate: error: {bad}:2: expected source<TAB>target<TAB>alternative_1" in proc.stderr
+    proc = run_cli([cli("editable-fairseq-evaluate"), str(pipeline.data), "--path", str(tmp_path / "none.pt"),
+                    "--edits", str(bad), "--json", str(out)], cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and f"--path {tmp_path / 'none.pt'}: checkpoint does not exist" in proc.stderr
+    assert not out.exists()
