@@ -80,7 +80,8 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str]
     codec = TextCodec(task.cfg.target_lang)
     refs = references(loaded.data, args.test_subset, task.cfg.target_lang, dataset, task.tgt_dict, indices, codec)
     batches = SentenceBatches(dataset, indices, args.batch_size)
-    generator = make_generator(model, task.tgt_dict, beam=args.beam, lenpen=args.lenpen)
+    generator = make_generator(model, task.tgt_dict, beam=args.beam, max_len_a=args.max_len_a,
+                               max_len_b=args.max_len_b, lenpen=args.lenpen)
 
     def bleu() -> float:
         return corpus_bleu([codec.decode(h) for h in batches.translate(generator, task.tgt_dict)], refs)
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a fixed random subset of this many test sentences (0: all)")
     parser.add_argument("--beam", type=int, default=5, help="beam size of the test decoding")
     parser.add_argument("--lenpen", type=float, default=1.0, help="length penalty of the test decoding")
+    parser.add_argument("--max-len-a", type=float, default=1.2,
+                        help="translations are cut at max-len-a * source length + max-len-b tokens")
+    parser.add_argument("--max-len-b", type=int, default=10, help="see --max-len-a")
     parser.add_argument("--batch-size", type=int, default=64, help="test sentences per decoding batch")
     parser.add_argument("--seed", type=int, default=1, help="seed of the --test-size subset")
     parser.add_argument("--json", help="write the rows (and every edit's numbers) here as JSON")

@@ -1,0 +1,36 @@
+"""scripts/demo.sh end to end on a synthetic Ding file with small sizes (slow: a few minutes on 2 cores).
+
+The real demo (``make demo``: the Debian trans-de-en corpus, default sizes) is not a test."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fairseq.conftest import run_cli
+from tests.scripts.test_prepare_corpus import sentence_pairs, write_ding
+
+from .conftest import SCRIPTS
+
+
+@pytest.mark.slow
+def test_demo_prints_the_table_a_worked_edit_and_the_stage_timings(tmp_path):
+    ding = write_ding(tmp_path / "de-en", sentence_pairs(2400))
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DING_FILE": str(ding),
+           "BASE_UPDATES": "100", "CONT_UPDATES": "4", "TRAIN_EDITS": "20", "EVAL_EDITS": "3", "TEST_SIZE": "40",
+           "ALTERNATIVES": "4"}
+    proc = run_cli(["bash", str(SCRIPTS / "demo.sh"), str(tmp_path / "work")], cwd=tmp_path, env=env, timeout=1200)
+    out = proc.stdout
+    assert "| Training procedure | Test BLEU | BLEU Drawdown | Success rate | Num Steps |" in out
+    for row in ("Baseline training, α=1e-3", "Editable, c_loc=100, α=1e-3", "Editable, c_loc=100, α=3e-4"):
+        assert f"| {row} |" in out
+    assert "success: True" in out and (tmp_path / "work" / "patched.pt").is_file()
+    worked = out[out.index("## One worked edit"):]
+    desired = next(line for line in worked.splitlines() if line.startswith("  desired:")).split(":", 1)[1].strip()
+    after = next(line for line in worked.splitlines() if line.startswith("  after:")).split(":", 1)[1].strip()
+    assert after.lower().rstrip(".!?").split() == desired.lower().rstrip(".!?").split()
+    for stage in ("prepare-corpus", "train-baseline", "continue-plain", "make-edits", "continue-editable-1e-3",
+                  "continue-editable-3e-4", "evaluate", "find-mistranslation", "patch", "generate-patched"):
+        assert stage in out.split("## Wall time per stage")[1]
