@@ -73,7 +73,7 @@ def encode(codec: TextCodec, dictionary, text: str, where: str, what: str) -> tu
 
 
 def patch_one(model, task, settings, generator, source: Tensor, target: Tensor, alternatives: int,
-              rounds: int) -> tuple[bool, int, Tensor]:
+              rounds: int, margin: float = 0.0) -> tuple[bool, int, Tensor]:
     """Edit ``model`` in place until beam search yields ``target``; returns (success, steps, hypothesis).
 
     Each round edits against the alternatives found so far (the model's own beam search, never ``target``)
@@ -92,7 +92,7 @@ def patch_one(model, task, settings, generator, source: Tensor, target: Tensor, 
                 if not torch.equal(a, target) and not any(torch.equal(a, b) for b in seen):
                     seen.append(a)
             result = edit_translation(model, EditSample(source, target, tuple(seen)), settings.editor,
-                                      part=settings.part, max_steps=settings.max_steps)
+                                      part=settings.part, max_steps=settings.max_steps, margin=margin)
             steps += result.steps
             applied.append(apply_translation_edit(model, result.params, settings.part))
             hypothesis = translate_tokens(generator, source)
@@ -130,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "checkpoint's)")
     parser.add_argument("--bpe-codes", help="subword-nmt codes (default: DATA/bpecodes)")
     parser.add_argument("--alternatives", type=int, default=32, help="k: beam-search alternatives per round")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--margin", type=float, default=0.5,
+                        help="y_0 must outscore every alternative by this much (mean log-probability per token), "
+                             "so that beam search, not only the known alternatives, yields it")
+    parser.add_argument("--rounds", type=int, default=5,
                         help="edit rounds per fix; each adds the model's new beam hypotheses as alternatives")
     parser.add_argument("--beam", type=int, default=5, help="beam of the translations shown (fairseq's default)")
     add_edit_arguments(parser)
@@ -144,6 +147,8 @@ def patch(args: argparse.Namespace) -> bool:
         raise ValueError("give --pairs FILE or --source/--target, not both")
     if not args.pairs and (args.source is None or args.target is None):
         raise ValueError("give --source and --target (raw sentences), or --pairs FILE")
+    if args.margin < 0:
+        raise ValueError(f"--margin must be >= 0, got {args.margin}")
     for flag in ("alternatives", "rounds", "beam"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
@@ -171,7 +176,7 @@ def patch(args: argparse.Namespace) -> bool:
     for fix, source, target in encoded:
         before = translate_tokens(generator, source)
         success, steps, after = patch_one(model, task, settings, generator, source, target, args.alternatives,
-                                          args.rounds)
+                                          args.rounds, args.margin)
         show = [tgt_codec.decode(task.tgt_dict.string(t)) for t in (before, after)]
         print(f"{fix.where}\n  source:  {fix.source}\n  before:  {show[0]}\n  desired: {fix.target}\n"
               f"  after:   {show[1]}\n  success: {success}  steps: {steps}", flush=True)

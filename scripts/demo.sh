@@ -18,7 +18,7 @@ test_size=${TEST_SIZE:-150} beam=${BEAM:-2}
 command -v fairseq-train >/dev/null || die "fairseq-train is not on PATH: run make install, then PATH=.venv/bin:\$PATH"
 
 # a 3+3-layer, 128-d transformer_iwslt_de_en (about 1 update/s on 2 cores with 2000 BPE merges);
-# Adam at 1e-3 for the baseline, 5e-4 for both continuations
+# Adam at 2e-3 for the baseline, 5e-4 for both continuations
 SMALL=(--cpu --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 128 --decoder-embed-dim 128
   --encoder-ffn-embed-dim 512 --decoder-ffn-embed-dim 512 --encoder-attention-heads 4 --decoder-attention-heads 4
   --share-all-embeddings --dropout 0.1 --max-tokens 4096 --num-workers 0 --seed 1
@@ -38,7 +38,7 @@ stage() {  # stage NAME COMMAND...: run, log to WORKDIR/logs/NAME.log, record th
 
 [ -f "$data/dict.en.txt" ] || stage prepare-corpus bash "$scripts/prepare-ding.sh" "$work/ding" 2000
 [ -f "$work/baseline/checkpoint_last.pt" ] || stage train-baseline bash "$scripts/train-baseline.sh" "$data" \
-  "$work/baseline" "$base_updates" "${SMALL[@]}" --lr 1e-3 --warmup-updates 100
+  "$work/baseline" "$base_updates" "${SMALL[@]}" --lr 2e-3 --warmup-updates 100
 base=$work/baseline/checkpoint_last.pt
 [ -f "$work/plain/checkpoint_last.pt" ] || stage continue-plain bash "$scripts/train-baseline.sh" "$data" \
   "$work/plain" "$cont_updates" "${SMALL[@]}" "${CONTINUE[@]}" --finetune-from-model "$base"
