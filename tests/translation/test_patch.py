@@ -85,7 +85,7 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(pipeline, tmp_path):
     cases = [
         (["--pairs", str(bad_tsv)], f"{bad_tsv}:2: expected raw source<TAB>raw target, got 1 tab-separated field(s)"),
         (["--source", source, "--target", "The dog sees the 象."],
-         "--target: the target 'The dog sees the 象.' has word-pieces the model's dictionary does not know: 象"),
+         "--target: the target 'The dog sees the 象.' has word-pieces the model's dictionary does not know: 象 (a word the model cannot write)"),
         (["--source", source, "--target", "  "], "--target: the target is empty"),
     ]
     for args, message in cases:
