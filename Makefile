@@ -2,14 +2,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-all bench
+.PHONY: install demo digits test test-all bench
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt setup.py scripts/install.sh
 	bash scripts/install.sh $(VENV)
 	touch $@
 
+# the main job: section 4.4 in small on CPU (Ding corpus, scripts/demo.sh); `make digits` is the core's quick demo
 demo: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh runs/demo
+
+digits: install
 	$(PY) examples/digits_editable_training.py
 
 test: install
@@ -20,3 +24,5 @@ test-all: install
 
 bench: install
 	$(PY) bench/core_resnet18.py
+	$(PY) bench/vision_resnet18.py
+	$(PY) bench/fairseq_transformer.py
