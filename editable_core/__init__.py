@@ -6,6 +6,7 @@ build on it.
 from .constraints import classification_constraint, sequence_constraint, sequence_log_prob
 from .edit import EditResult, edit
 from .editable import Editable, eval_mode
+from .files import atomic_open, save_atomically
 from .editors import (EDITORS, Adam, Editor, GradientDescent, Momentum, RMSProp, RProp, ScaledGradientDescent,
                       make_editor)
 from .hyper import Interval, Positive
@@ -19,8 +20,8 @@ __version__ = "0.1.0"
 __all__ = [
     "EDITORS", "Adam", "AppliedEdit", "ControlSet", "EditMetrics", "EditResult", "Editable", "Editor",
     "GradientDescent", "Interval", "Momentum", "Objective", "Positive", "RMSProp", "RProp",
-    "ScaledGradientDescent", "apply_edit", "call", "classification_constraint", "classification_error",
-    "drawdown", "edit", "editable_objective", "editable_training_loss", "eval_mode", "evaluate_edits",
-    "locality_kl", "make_editor", "mean_steps", "select_parameters", "sequence_constraint", "sequence_log_prob",
-    "sequential_edit_curve", "success_rate", "summarize",
+    "ScaledGradientDescent", "apply_edit", "atomic_open", "call", "classification_constraint",
+    "classification_error", "drawdown", "edit", "editable_objective", "editable_training_loss", "eval_mode",
+    "evaluate_edits", "locality_kl", "make_editor", "mean_steps", "save_atomically", "select_parameters",
+    "sequence_constraint", "sequence_log_prob", "sequential_edit_curve", "success_rate", "summarize",
 ]

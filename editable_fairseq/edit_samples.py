@@ -10,12 +10,13 @@ translations it must outscore: ``l_e = max_i log p(y_i|s) - log p(y_0|s) <= 0``.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from editable_core import atomic_open
 
 
 @dataclass(frozen=True)
@@ -136,17 +137,9 @@ def format_edit_line(sample: EditSample, src_dict, tgt_dict) -> str:
 
 def write_edit_samples(path: str, samples: Iterable[EditSample], src_dict, tgt_dict) -> int:
     """Write ``samples`` as TSV atomically (temporary file + rename); returns the number written."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".edits-", suffix=".tsv", dir=folder)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for sample in samples:
-                f.write(format_edit_line(sample, src_dict, tgt_dict) + "\n")
-                count += 1
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        for sample in samples:
+            f.write(format_edit_line(sample, src_dict, tgt_dict) + "\n")
+            count += 1
     return count

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import Tensor
+
+from editable_core import save_atomically
 
 from .checkpoints import allow_fairseq_checkpoint_globals
 from .decoding import make_generator, translate_tokens
@@ -102,20 +103,6 @@ def patch_one(model, task, settings, generator, source: Tensor, target: Tensor, 
             for edit in reversed(applied):
                 edit.undo()
     return success, steps, hypothesis
-
-
-def save_atomically(state: dict, path: str) -> None:
-    """``torch.save`` to a temporary file in the destination's folder, then ``os.replace``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".patch-", suffix=".pt", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,13 +10,12 @@ stored, so files load with ``weights_only=True``.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 
-from editable_core import Editor, Positive
+from editable_core import Editor, Positive, save_atomically
 
 from .api import Part, VisionEditable, build_editor
 from .models import build_model
@@ -48,17 +47,7 @@ def editable_payload(editable: VisionEditable, model_spec: dict[str, Any],
 
 def write_checkpoint(path: Union[str, os.PathLike], payload: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file in the same folder, then atomically rename it to ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(payload, file)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    save_atomically(payload, path)
 
 
 def read_checkpoint(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> dict[str, Any]:

@@ -256,7 +256,8 @@ def _finetune_source(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[st
     """The model to fine-tune: a checkpoint's, or torchvision's (optionally with ImageNet weights)."""
     if args.source:
         payload = read_checkpoint(args.source)
-        model, spec, saved_data = editable_from_checkpoint(payload).module, dict(payload["model_spec"]), payload.get("data")
+        model = editable_from_checkpoint(payload).module
+        spec, saved_data = dict(payload["model_spec"]), payload.get("data")
     elif args.arch:
         saved_data = None
         if args.data is None:
@@ -339,7 +340,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             result = sweep(editable, images, labels, edits, editors=editors, parts=parts, lrs=lrs, progress=progress)
             sweeps[name] = [r.as_dict() for r in result]
             if args.table == "1":
-                best = {k[0]: v.as_dict() for k, v in best_rows(result, lambda r: (r.editor,), args.min_success).items()}
+                tuned = best_rows(result, lambda r: (r.editor,), args.min_success)
+                best = {k[0]: v.as_dict() for k, v in tuned.items()}
                 texts.append(f"### {name}: editor functions (best part and lr per editor)\n\n" + report.table1(best))
                 _plot(args, lambda p: report.plot_editors(best, p, name), f"editors_{name}.png")
             else:

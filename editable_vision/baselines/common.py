@@ -138,8 +138,8 @@ class Setup:
         torch.manual_seed(self.args.seed)
         model = ConditionalClassifier(build_model(self.model_spec()), self.data.num_classes, "chain3")
         logger.info("training the Editable+CNP model (%d epochs) -> %s", self.args.epochs, path)
-        history = train_cnp(model, self.data, self.config("editable"), edits_per_batch=getattr(self.args, "cnp_edits", 1),
-                            device=self.device,
+        history = train_cnp(model, self.data, self.config("editable"),
+                            edits_per_batch=getattr(self.args, "cnp_edits", 1), device=self.device,
                             progress=not self.args.quiet)
         payload = cnp_payload(model, self.model_spec(), self.data.input_shape, self.data_spec)
         payload["history"] = history

@@ -36,7 +36,8 @@ def patched(pipeline, tmp_path_factory):
     reference = (pipeline.data / "raw" / "test.en").read_text(encoding="utf-8").splitlines()[0]
     objects = ["the house", "a book", "the tree", "the cat", "an apple", "the car", "the letter"]
     present = next(o for o in objects if o in reference)
-    desired = reference.replace(present, next(o for o in objects if o != present and o.split()[0] == present.split()[0]))
+    other = next(o for o in objects if o != present and o.split()[0] == present.split()[0])
+    desired = reference.replace(present, other)
     before = _sha(pipeline.baseline)
     out = root / "patched.pt"
     proc = run_cli([cli("editable-fairseq-patch"), str(pipeline.baseline), "--out", str(out), "--source", source,
@@ -85,7 +86,8 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(pipeline, tmp_path):
     cases = [
         (["--pairs", str(bad_tsv)], f"{bad_tsv}:2: expected raw source<TAB>raw target, got 1 tab-separated field(s)"),
         (["--source", source, "--target", "The dog sees the 象."],
-         "--target: the target 'The dog sees the 象.' has word-pieces the model's dictionary does not know: 象 (a word the model cannot write)"),
+         "--target: the target 'The dog sees the 象.' has word-pieces the model's dictionary does not know: "
+         "象 (a word the model cannot write)"),
         (["--source", source, "--target", "  "], "--target: the target is empty"),
     ]
     for args, message in cases:
