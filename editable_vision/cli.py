@@ -340,8 +340,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             result = sweep(editable, images, labels, edits, editors=editors, parts=parts, lrs=lrs, progress=progress)
             sweeps[name] = [r.as_dict() for r in result]
             if args.table == "1":
-                tuned = best_rows(result, lambda r: (r.editor,), args.min_success)
-                best = {k[0]: v.as_dict() for k, v in tuned.items()}
+                best = {k[0]: v.as_dict() for k, v in
+                        best_rows(result, lambda r: (r.editor,), args.min_success).items()}
                 texts.append(f"### {name}: editor functions (best part and lr per editor)\n\n" + report.table1(best))
                 _plot(args, lambda p: report.plot_editors(best, p, name), f"editors_{name}.png")
             else:
