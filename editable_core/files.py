@@ -25,11 +25,18 @@ def atomic_open(path: PathLike, mode: str = "wb", encoding: str | None = None) -
     try:
         with os.fdopen(fd, mode, encoding=encoding) as file:
             yield file
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_atomically(obj: Any, path: PathLike) -> None:

@@ -139,6 +139,16 @@ def make_editable(model: nn.Module, part: Part = "chain3", editor: Union[str, Ed
         next(model.parameters()).device)
 
 
+def resolve_device(name: Union[str, torch.device]) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; a CUDA device that is not available is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available here (torch.cuda.is_available() is False)")
+    return device
+
+
 def load(path: str, *, part: Optional[Part] = None, editor: Union[str, Editor, None] = None,
          lr: Optional[float] = None, max_steps: Optional[int] = None,
          device: Union[str, torch.device] = "cpu") -> VisionEditable:

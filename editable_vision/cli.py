@@ -13,7 +13,7 @@ import torch
 from editable_core import ControlSet
 
 from . import report
-from .api import VisionEditable, build_editor
+from .api import VisionEditable, build_editor, resolve_device
 from .checkpoint import editable_from_checkpoint, editable_payload, read_checkpoint, write_checkpoint
 from .data import DATASETS, VisionData, load_data, stack
 from .evaluate import (EDITOR_ORDER, best_rows, generalisation, make_edit_set, sequential_curves, sweep,
@@ -163,15 +163,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here (torch.cuda.is_available() is False)")
-    return device
-
-
 def _csv(text: Optional[str]) -> list[str]:
     return [item.strip() for item in (text or "").split(",") if item.strip()]
 

@@ -6,7 +6,7 @@ import math
 import os
 from typing import Any, Iterable, Optional, Sequence
 
-from editable_core import EditMetrics
+from editable_core import EditMetrics, atomic_open
 
 EDITOR_TITLES = {"gd": "GD", "scaled_gd": "Scaled GD", "rprop": "RProp", "rmsprop": "RMSProp",
                  "momentum": "Momentum", "adam": "Adam", "trained": "trained editor"}
@@ -89,10 +89,8 @@ def metrics_row(procedure: str, editor: str, part: Any, metrics: EditMetrics, lr
 
 
 def write_json(path: str, payload: Any) -> None:
-    """Write ``payload`` as indented JSON (creating the folder)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as file:
+    """Write ``payload`` as indented JSON (creating the folder; atomically, so a failure leaves no half file)."""
+    with atomic_open(path, "w", encoding="utf-8") as file:
         json.dump(payload, file, indent=2, sort_keys=False)
         file.write("\n")
 

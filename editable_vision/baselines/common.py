@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..api import VisionEditable, build_editor, load
+from ..api import VisionEditable, build_editor, load, resolve_device
 from ..checkpoint import write_checkpoint
 from ..data import DATASETS, TensorImages, VisionData, load_data, stack
 from ..models import build_model
@@ -61,15 +61,6 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--seed", type=int, default=0, help="random seed (model init, data order, edits)")
     run.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     run.add_argument("--quiet", action="store_true", help="no progress bars, warnings only")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here")
-    return device
 
 
 def positive(name: str, value: Optional[int]) -> None:

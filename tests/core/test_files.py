@@ -28,3 +28,15 @@ def test_append_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="mode must be"):
         with atomic_open(tmp_path / "x", "a"):
             pass
+
+
+def test_the_written_file_gets_the_mode_open_would_give(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "a.tsv", "w", encoding="utf-8") as f:
+            f.write("x\n")
+        (tmp_path / "b.tsv").write_text("x\n")
+    finally:
+        os.umask(mask)
+    modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in ("a.tsv", "b.tsv")}
+    assert modes == {"a.tsv": 0o644, "b.tsv": 0o644}
