@@ -6,7 +6,8 @@
 Sentences are raw text, tokenised and BPE'd with the model's own codes (``DATA/bpecodes``). Each fix is an
 edit ``l_e = max_i log p(y_i|s) - log p(y_0|s)`` whose alternatives ``y_1..y_k`` are the current model's
 beam search; if beam search still prefers something else afterwards, its new hypotheses join the
-alternatives and the edit continues (``--rounds``). Fixes apply one after another. The patched checkpoint
+alternatives and the edit continues (``--rounds``), with a doubled ``--margin`` if beam search missed a
+``y_0`` that already outscores what it returned. Fixes apply one after another. The patched checkpoint
 (same state, only the edited tensors changed) is written atomically, and only when every fix succeeded;
 ``fairseq-generate`` / ``fairseq-interactive --user-dir editable_fairseq`` load it.
 """
@@ -78,7 +79,9 @@ def patch_one(model, task, settings, generator, source: Tensor, target: Tensor, 
     """Edit ``model`` in place until beam search yields ``target``; returns (success, steps, hypothesis).
 
     Each round edits against the alternatives found so far (the model's own beam search, never ``target``)
-    and writes the result into the model. On failure the model is restored to how it was before.
+    and writes the result into the model. fairseq's beam search stops once ``beam`` hypotheses have ended,
+    so it can miss a ``target`` that outscores all of them; a round that ends in such a search error
+    doubles ``margin``, which pushes the early-ending hypotheses down. On failure the model is restored.
     """
     applied, steps, seen, success = [], 0, [], False
     hypothesis = translate_tokens(generator, source)
@@ -97,6 +100,8 @@ def patch_one(model, task, settings, generator, source: Tensor, target: Tensor, 
             steps += result.steps
             applied.append(apply_translation_edit(model, result.params, settings.part))
             hypothesis = translate_tokens(generator, source)
+            if result.success and any(torch.equal(hypothesis, a) for a in seen):
+                margin *= 2  # a search error: y_0 beats this hypothesis, yet the beam ended before reaching y_0
         success = torch.equal(hypothesis, target)
     finally:
         if not success:
@@ -119,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alternatives", type=int, default=32, help="k: beam-search alternatives per round")
     parser.add_argument("--margin", type=float, default=0.5,
                         help="y_0 must outscore every alternative by this much (mean log-probability per token), "
-                             "so that beam search, not only the known alternatives, yields it")
+                             "so that beam search, not only the known alternatives, yields it; doubled after a "
+                             "round whose beam search still returns an alternative y_0 already beats (0: never)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="edit rounds per fix; each adds the model's new beam hypotheses as alternatives")
     parser.add_argument("--beam", type=int, default=5, help="beam of the translations shown (fairseq's default)")
