@@ -1,9 +1,12 @@
 """Criterion ``editable_cross_entropy``: Editable Training of a Transformer, equation (2) of the paper.
 
-``Obj = L_base + c_edit * L_edit + c_loc * L_loc`` per target token, where ``L_base`` is fairseq's
-label-smoothed cross-entropy, ``L_edit = max(0, l_e(Edit^k(theta)))`` for the batch's edit (task
-``editable_translation``) and ``L_loc`` the KL divergence between the original and the edited model,
-averaged over the batch's target tokens.
+The returned loss is ``sum_tokens(L_base) + c_edit * L_edit + c_loc * L_loc`` for a batch, where ``L_base``
+is fairseq's label-smoothed cross-entropy summed over the batch's target tokens, ``L_edit =
+max(0, l_e(Edit^k(theta)))`` for the batch's edit (task ``editable_translation``) and ``L_loc`` the KL
+divergence between the original and the edited model, averaged over the batch's target tokens. The edit
+terms are added once per batch, as in the authors' criterion (``mt/fairseq_criterion.py`` of
+``xtinkt/editable``, which produced Table 6): after fairseq divides by ``sample_size`` (the batch's target
+tokens), each token carries ``c / sample_size`` of them, about 0.03 for ``c = 100`` and 3,000-token batches.
 
 One training forward:
 
@@ -14,7 +17,6 @@ One training forward:
 3. the edited pass over the batch: only the suffix, replayed on the recorded input with the recorded
    RNG state (same dropout masks), so ``L_loc`` is exactly 0 when the edit changed nothing.
 
-fairseq divides the returned loss by ``sample_size``; the edit terms are therefore scaled by it.
 The logged ``loss``/``nll_loss`` are the plain label-smoothed ones (comparable with a baseline run);
 ``objective`` is the optimised total per token (base 2, like ``loss``), ``l_edit``, ``l_loc``, ``edit_success`` and
 ``edit_steps`` are per edit, and ``editor_<name>`` the editor's learnable hyper-parameters.
@@ -44,9 +46,13 @@ _SUMMED_PER_EDIT = ("l_edit", "l_loc", "edit_success", "edit_steps")
 
 @dataclass
 class EditableCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
-    edit_coef: float = field(default=100.0, metadata={"help": "c_edit: weight of L_edit = max(0, l_e(Edit(theta)))"})
-    loc_coef: float = field(default=100.0, metadata={"help": "c_loc: weight of L_loc, the token-level KL between "
-                                                             "the original and the edited model on the batch"})
+    edit_coef: float = field(default=100.0, metadata={
+        "help": "c_edit: weight of L_edit = max(0, l_e(Edit(theta))) in the batch loss sum_tokens(L_base) + "
+                "c_edit * L_edit + c_loc * L_loc (added once per batch, as the paper's code; fairseq then divides "
+                "by the batch's target tokens)"})
+    loc_coef: float = field(default=100.0, metadata={
+        "help": "c_loc: weight of L_loc, the KL between the original and the edited model averaged over the "
+                "batch's target tokens, in the same batch loss as --edit-coef"})
     edit_max_steps: int = field(default=10, metadata={"help": "k: the most editor steps per edit"})
     editor: ChoiceEnum(sorted(EDITORS)) = field(default="rmsprop",
                                                 metadata={"help": "the differentiable optimiser that edits"})
@@ -65,7 +71,7 @@ class EditableCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
 
 @register_criterion("editable_cross_entropy", dataclass=EditableCrossEntropyConfig)
 class EditableCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
-    """Label-smoothed cross-entropy plus ``c_edit * L_edit + c_loc * L_loc`` (Editable Training).
+    """Token-summed label-smoothed cross-entropy plus ``c_edit * L_edit + c_loc * L_loc`` once per batch.
 
     The editor is a submodule: fairseq's trainer optimises its learnable hyper-parameters with the model,
     all-reduces their gradients (it wraps a criterion with parameters for DDP) and saves them in the
@@ -138,7 +144,7 @@ class EditableCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         edited_logits = logits if result.steps == 0 else split.run_suffix(captured, result.params)
         l_loc = locality_kl(logits, edited_logits, sample["target"].ne(self.padding_idx))
         l_edit = result.edit_loss
-        total = loss + sample_size * (self.edit_coef * l_edit + self.loc_coef * l_loc)
+        total = loss + self.edit_coef * l_edit + self.loc_coef * l_loc
         if create_graph:
             # every learnable hyper-parameter is in the graph even when the edit took < 2 steps, as
             # torch DDP (which fairseq wraps a criterion with parameters in) requires

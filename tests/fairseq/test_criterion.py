@@ -33,9 +33,29 @@ def test_training_loss_is_base_plus_weighted_edit_and_locality_terms(editable):
     total, sample_size, log = criterion(model, sample)
     assert KEYS <= set(log) and sample_size == sample["ntokens"]
     assert log["edit_steps"] >= 1 and log["edit_success"] == 1.0 and log["l_loc"] > 0
-    expected = log["loss"].item() + sample_size * (100 * log["l_edit"] + 100 * log["l_loc"])
+    expected = log["loss"].item() + 100 * log["l_edit"] + 100 * log["l_loc"]  # the edit terms once per batch
     assert total.item() == pytest.approx(expected, rel=1e-5)
     assert log["editor_beta"] == pytest.approx(0.5)
+
+
+def test_edit_terms_weigh_c_over_sample_size_per_token(fresh_toy, tmp_path):
+    """As the paper's criterion: the same batch twice over halves the per-token weight of the edit terms."""
+    path = tmp_path / "edit.tsv"
+    write_edit_samples(str(path), losing_edits(fresh_toy, count=1), fresh_toy.task.src_dict, fresh_toy.task.tgt_dict)
+    task = make_toy_task(edit_samples=str(path))
+    criterion = EditableCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=0.1)
+    fresh_toy.model.eval()  # no dropout: the base loss per token is the same for both batches
+
+    def per_token(pairs):
+        total, sample_size, log = criterion(fresh_toy.model, fresh_toy.batch(pairs))
+        return total.item() / sample_size, log["loss"].item() / sample_size, log
+
+    once, base_once, log = per_token(fresh_toy.pairs[100:140])
+    twice, base_twice, log_twice = per_token(fresh_toy.pairs[100:140] * 2)
+    assert log["edit_steps"] >= 1 and log["l_loc"] > 0
+    assert (log_twice["l_edit"], log_twice["l_loc"]) == pytest.approx((log["l_edit"], log["l_loc"]), rel=1e-5)
+    assert base_twice == pytest.approx(base_once, rel=1e-5)
+    assert twice - base_twice == pytest.approx((once - base_once) / 2, rel=1e-4)
 
 
 def test_edit_terms_train_the_encoder_and_the_editor(editable):
