@@ -10,8 +10,8 @@ from .files import atomic_open, save_atomically
 from .editors import (EDITORS, Adam, Editor, GradientDescent, Momentum, RMSProp, RProp, ScaledGradientDescent,
                       make_editor)
 from .hyper import Interval, Positive
-from .metrics import (ControlSet, EditMetrics, classification_error, drawdown, evaluate_edits, mean_steps,
-                      sequential_edit_curve, success_rate, summarize)
+from .metrics import (ControlSet, EditMetrics, classification_error, drawdown, drawdown_standard_error,
+                      evaluate_edits, mean_steps, sequential_edit_curve, success_rate, summarize)
 from .objective import Objective, editable_objective, editable_training_loss, locality_kl
 from .parameters import AppliedEdit, apply_edit, call, select_parameters
 
@@ -21,7 +21,8 @@ __all__ = [
     "EDITORS", "Adam", "AppliedEdit", "ControlSet", "EditMetrics", "EditResult", "Editable", "Editor",
     "GradientDescent", "Interval", "Momentum", "Objective", "Positive", "RMSProp", "RProp",
     "ScaledGradientDescent", "apply_edit", "atomic_open", "call", "classification_constraint",
-    "classification_error", "drawdown", "edit", "editable_objective", "editable_training_loss", "eval_mode",
-    "evaluate_edits", "locality_kl", "make_editor", "mean_steps", "save_atomically", "select_parameters",
-    "sequence_constraint", "sequence_log_prob", "sequential_edit_curve", "success_rate", "summarize",
+    "classification_error", "drawdown", "drawdown_standard_error", "edit", "editable_objective",
+    "editable_training_loss", "eval_mode", "evaluate_edits", "locality_kl", "make_editor", "mean_steps",
+    "save_atomically", "select_parameters", "sequence_constraint", "sequence_log_prob", "sequential_edit_curve",
+    "success_rate", "summarize",
 ]

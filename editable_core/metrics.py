@@ -30,6 +30,19 @@ def drawdown(base_error: float, edited_errors: Sequence[float]) -> float:
     return sum(abs(e - base_error) for e in edited_errors) / len(edited_errors)
 
 
+def drawdown_standard_error(base_error: float, edited_errors: Sequence[float]) -> float:
+    """Standard error of :func:`drawdown` over the N edits: ``std(|error after - before|) / sqrt(N)``
+    (sample standard deviation; 0 for a single edit)."""
+    if not edited_errors:
+        raise ValueError("drawdown_standard_error needs at least one edit")
+    changes = [abs(e - base_error) for e in edited_errors]
+    n = len(changes)
+    if n == 1:
+        return 0.0
+    mean = sum(changes) / n
+    return (sum((c - mean) ** 2 for c in changes) / (n - 1) / n) ** 0.5
+
+
 def success_rate(results: Sequence[EditResult]) -> float:
     """Fraction of edits that satisfied ``l_e <= 0`` within ``k`` steps."""
     return sum(r.success for r in results) / len(results)
@@ -50,6 +63,7 @@ class EditMetrics:
     drawdown: float
     success_rate: float
     mean_steps: float
+    drawdown_se: float  # standard error of ``drawdown`` over the edits
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -60,7 +74,8 @@ def summarize(base_error: float, edited_errors: Sequence[float], results: Sequen
     if len(edited_errors) != len(results):
         raise ValueError(f"{len(edited_errors)} errors for {len(results)} edits")
     return EditMetrics(len(results), base_error, sum(edited_errors) / len(edited_errors),
-                       drawdown(base_error, edited_errors), success_rate(results), mean_steps(results))
+                       drawdown(base_error, edited_errors), success_rate(results), mean_steps(results),
+                       drawdown_standard_error(base_error, edited_errors))
 
 
 class ControlSet:

@@ -3,7 +3,8 @@
 For each checkpoint (a row): Test BLEU of the unedited model; then each of N edits of an evaluation edit
 set is applied on its own (edit, write into the model, decode the test sentences, undo) and the row reports
 
-* BLEU drawdown: mean over the N edits of ``|BLEU(edited) - BLEU(original)|`` on the test sentences;
+* BLEU drawdown: mean over the N edits of ``|BLEU(edited) - BLEU(original)|`` on the test sentences, with
+  its standard error over the edits (``± se``);
 * success rate: fraction of edits with ``l_e <= 0`` within ``k`` steps; num steps: mean editor steps.
 
 BLEU is sacrebleu's on detokenised, de-BPE'd output against the raw references, lowercased.
@@ -51,6 +52,7 @@ class Row:
     checkpoint: str
     test_bleu: float
     bleu_drawdown: float
+    bleu_drawdown_se: float
     success_rate: float
     num_steps: float
     num_edits: int
@@ -102,15 +104,16 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str]
         results.append(EditResult({}, result.success, result.l_e.detach(), result.steps))
         bleus.append(edited)
     metrics = summarize(base, bleus, results)
-    return Row(label, path, base, metrics.drawdown, metrics.success_rate, metrics.mean_steps, len(results),
-               len(indices), settings.lr, settings.max_steps, settings.part, time.perf_counter() - start, outcomes)
+    return Row(label, path, base, metrics.drawdown, metrics.drawdown_se, metrics.success_rate, metrics.mean_steps,
+               len(results), len(indices), settings.lr, settings.max_steps, settings.part, time.perf_counter() - start, outcomes)
 
 
 def markdown_table(rows: list[Row]) -> str:
     """The rows as a markdown table shaped like Table 6."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join([":---"] + ["---:"] * 4) + "|"]
     for r in rows:
-        lines.append(f"| {r.name} | {r.test_bleu:.2f} | {r.bleu_drawdown:.2f} | {100 * r.success_rate:.0f}% "
+        lines.append(f"| {r.name} | {r.test_bleu:.2f} | {r.bleu_drawdown:.2f} ± {r.bleu_drawdown_se:.2f} "
+                     f"| {100 * r.success_rate:.0f}% "
                      f"| {r.num_steps:.2f} |")
     return "\n".join(lines)
 

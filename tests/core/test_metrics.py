@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from editable_core import (ControlSet, EditResult, Editable, RMSProp, classification_error, drawdown,
-                           evaluate_edits, mean_steps, sequential_edit_curve, success_rate)
+                           drawdown_standard_error, evaluate_edits, mean_steps, sequential_edit_curve, success_rate)
 
 from .conftest import least_likely
 
@@ -21,6 +21,15 @@ def test_pure_metrics():
     assert classification_error(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([1, 1])) == 0.5
     with pytest.raises(ValueError):
         drawdown(0.1, [])
+
+
+def test_drawdown_standard_error_is_the_sample_std_of_the_changes_over_sqrt_n():
+    changes = torch.tensor([0.02, 0.01, 0.0, 0.05])
+    assert drawdown_standard_error(0.10, [0.12, 0.09, 0.10, 0.05]) == pytest.approx(
+        (changes.std(unbiased=True) / 2).item())
+    assert drawdown_standard_error(0.1, [0.3]) == 0.0
+    with pytest.raises(ValueError):
+        drawdown_standard_error(0.1, [])
 
 
 def test_evaluate_edits_agrees_with_direct_recomputation(mlp, inputs):

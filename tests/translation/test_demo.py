@@ -20,11 +20,11 @@ def test_demo_prints_the_table_a_worked_edit_and_the_stage_timings(tmp_path):
     ding = write_ding(tmp_path / "de-en", sentence_pairs(2400))
     env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DING_FILE": str(ding),
            "BASE_UPDATES": "100", "CONT_UPDATES": "4", "TRAIN_EDITS": "20", "EVAL_EDITS": "3", "TEST_SIZE": "40",
-           "ALTERNATIVES": "4"}
+           "ALTERNATIVES": "4", "MERGES": "2000", "C": "100"}
     proc = run_cli(["bash", str(SCRIPTS / "demo.sh"), str(tmp_path / "work")], cwd=tmp_path, env=env, timeout=1200)
     out = proc.stdout
     assert "| Training procedure | Test BLEU | BLEU Drawdown | Success rate | Num Steps |" in out
-    for row in ("Baseline training, α=1e-3", "Editable, c_loc=100, α=1e-3", "Editable, c_loc=100, α=3e-4"):
+    for row in ("Baseline training, α=1e-3", "Editable, c_edit=c_loc=100, α=1e-3", "Editable, c_edit=c_loc=100, α=3e-4"):
         assert f"| {row} |" in out
     assert "success: True" in out and (tmp_path / "work" / "patched.pt").is_file()
     worked = out[out.index("## One worked edit"):]
