@@ -5,7 +5,7 @@
 # of updates three ways: plainly, and with Editable Training at alpha 1e-3 and 3e-4 (c_edit = c_loc = C in
 # the paper's units: added once per batch to the token-summed loss); the Table-6-shaped comparison on the test
 # sentences; and one real mistranslation fixed with editable-fairseq-patch. Sizes can be changed through the
-# environment: MERGES BASE_UPDATES CONT_UPDATES C TRAIN_EDITS EVAL_EDITS ALTERNATIVES TEST_SIZE BEAM.
+# environment: MERGES BASE_UPDATES CONT_UPDATES C EDIT_LRS TRAIN_EDITS EVAL_EDITS ALTERNATIVES TEST_SIZE BEAM.
 # Steps whose outputs exist in WORKDIR are skipped (delete a folder to redo it).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -13,7 +13,8 @@ set -euo pipefail
 work=$1
 scripts=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work"
-merges=${MERGES:-6000} base_updates=${BASE_UPDATES:-700} cont_updates=${CONT_UPDATES:-100} c=${C:-3000}
+merges=${MERGES:-6000} base_updates=${BASE_UPDATES:-800} cont_updates=${CONT_UPDATES:-100} c=${C:-3000}
+edit_lrs=${EDIT_LRS:-1e-3 3e-4}
 train_edits=${TRAIN_EDITS:-200} eval_edits=${EVAL_EDITS:-50} alternatives=${ALTERNATIVES:-8}
 test_size=${TEST_SIZE:-300} beam=${BEAM:-4}
 command -v fairseq-train >/dev/null || die "fairseq-train is not on PATH: run make install, then PATH=.venv/bin:\$PATH"
@@ -45,15 +46,15 @@ base=$work/baseline/checkpoint_last.pt
   "$work/plain" "$cont_updates" "${SMALL[@]}" "${CONTINUE[@]}" --finetune-from-model "$base"
 [ -f "$work/edits/eval.tsv" ] || stage make-edits bash "$scripts/make-edits.sh" "$data" "$base" "$work/edits" \
   "$train_edits" "$eval_edits" --alternatives "$alternatives" --no-progress
-for lr in 1e-3 3e-4; do
+rows=("$work/plain/checkpoint_last.pt") names=("Baseline training, α=1e-3")
+for lr in $edit_lrs; do
   [ -f "$work/editable-$lr/checkpoint_last.pt" ] || stage "continue-editable-$lr" bash "$scripts/train-editable.sh" \
     "$data" "$work/edits/train.tsv" "$work/editable-$lr" "$lr" "$cont_updates" "${SMALL[@]}" "${CONTINUE[@]}" \
     --edit-coef "$c" --loc-coef "$c" --finetune-from-model "$base"
+  rows+=("$work/editable-$lr/checkpoint_last.pt") names+=("Editable, c_edit=c_loc=$c, α=$lr")
 done
 stage evaluate bash "$scripts/evaluate.sh" "$data" "$work/edits/eval.tsv" "$eval_edits" "$test_size" "$work/eval" \
-  "$work/plain/checkpoint_last.pt" "$work/editable-1e-3/checkpoint_last.pt" "$work/editable-3e-4/checkpoint_last.pt" \
-  -- --beam "$beam" --no-progress --names "Baseline training, α=1e-3" "Editable, c_edit=c_loc=$c, α=1e-3" \
-  "Editable, c_edit=c_loc=$c, α=3e-4"
+  "${rows[@]}" -- --beam "$beam" --batch-size 300 --no-progress --names "${names[@]}"
 
 # a real mistranslation: the first short test sentence (<= 8 words) that the deployed model gets wrong
 shipped=$work/plain/checkpoint_last.pt
