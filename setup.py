@@ -29,9 +29,9 @@ setup(
         "test": ["pytest>=7"],
     },
     entry_points={"console_scripts": [
-        "editable-fairseq-prepare-corpus = editable_fairseq.corpus:main",
-        "editable-fairseq-make-edits = editable_fairseq.make_edits:main",
-        "editable-fairseq-evaluate = editable_fairseq.evaluate:main",
-        "editable-fairseq-patch = editable_fairseq.patch:main",
+        "editable-fairseq-prepare-corpus = editable_fairseq.prepare.corpus:main",
+        "editable-fairseq-make-edits = editable_fairseq.cli.make_edits:main",
+        "editable-fairseq-evaluate = editable_fairseq.cli.evaluate:main",
+        "editable-fairseq-patch = editable_fairseq.cli.patch:main",
     ]},
 )

@@ -129,7 +129,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up round)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--alternatives", type=int, default=32, help="k alternatives per edit")
-    parser.add_argument("--max-steps", type=int, default=10, help="k editor steps")
+    parser.add_argument("--edit-max-steps", type=int, default=10, help="k editor steps")
     parser.add_argument("--natural-steps", action="store_true",
                         help="let edits inside the update stop when satisfied instead of forcing k steps")
     parser.add_argument("--data", help="fairseq data-bin (dictionaries and a real batch) instead of synthetic")
@@ -141,9 +141,10 @@ def main(argv: Optional[list[str]] = None) -> dict:
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)  # fairseq's INFO lines would drown the report
 
-    import editable_fairseq  # noqa: F401
+    import editable_fairseq.tasks  # noqa: F401  (registers the task and criterion)
     from editable_fairseq.checkpoints import load_checkpoint
-    from editable_fairseq.editing import build_editor, edit_translation, editor_from_checkpoint
+    from editable_core import make_editor
+    from editable_fairseq.editing import HYPER_SHAPE, edit_translation, editor_from_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.data:
@@ -151,7 +152,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
         else:
             data, edits = write_synthetic_data(Path(tmp), args.alternatives)
         editable_args = ["--criterion", "editable_cross_entropy", "--label-smoothing", "0.1",
-                         "--edit-max-steps", str(args.max_steps), "--editor", "rmsprop", "--edit-lr", "1e-3"]
+                         "--edit-max-steps", str(args.edit_max_steps), "--editor", "rmsprop", "--edit-lr", "1e-3",
+                         "--edit-margin", str(0.0 if args.natural_steps else FORCE_MARGIN)]
         plain_args = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
         cfg_e, task_e = build(data, edits, editable_args, [])
         cfg_p, task_p = build(data, edits, plain_args, [])
@@ -160,8 +162,6 @@ def main(argv: Optional[list[str]] = None) -> dict:
         model = task_e.build_model(cfg_e.model)
         plain = make_trainer(cfg_p, task_p, copy.deepcopy(model))
         editable = make_trainer(cfg_e, task_e, model)
-        if not args.natural_steps:
-            editable.get_criterion().edit_margin = FORCE_MARGIN
         steps_taken: list[float] = []
 
         def editable_update():
@@ -180,7 +180,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
             try:
                 editor = editor_from_checkpoint(state)[0]
             except ValueError:  # a baseline checkpoint: the paper's RMSProp
-                editor = build_editor("rmsprop", 1e-3)
+                editor = make_editor("rmsprop", 1e-3, "auto", shape=HYPER_SHAPE)
             source = f"checkpoint {args.checkpoint}"
         else:
             trained, editor = model, editable.get_criterion().editor
@@ -199,7 +199,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     report = {
         "device": "cpu", "threads": args.threads, "batch_target_tokens": int(sample["ntokens"]),
         "batch_sentences": int(sample["nsentences"]), "alternatives": args.alternatives,
-        "max_steps": args.max_steps, "edit_steps_in_updates": steps_taken,
+        "max_steps": args.edit_max_steps, "edit_steps_in_updates": steps_taken,
         "plain_update_s": round(plain_s, 3), "editable_update_s": round(editable_s, 3),
         "plain_update_times_s": [round(t, 3) for t in times["plain"]],
         "editable_update_times_s": [round(t, 3) for t in times["editable"]],

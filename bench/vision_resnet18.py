@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import in_subprocess, interleaved_medians, peak_step_memory  # noqa: E402
 
 from editable_core import classification_constraint  # noqa: E402
-from editable_vision import TrainConfig, Trainer, VisionData, VisionEditable, build_editor, build_model  # noqa: E402
+from editable_core import make_editor  # noqa: E402
+from editable_vision import TrainConfig, Trainer, VisionData, VisionEditable, build_model  # noqa: E402
 from editable_vision.data import TensorImages  # noqa: E402
 
 BATCH = 128
@@ -44,7 +45,7 @@ def make_trainer(mode: str, device: torch.device, width: int) -> tuple[Trainer, 
     """A trainer of ``mode`` (plain / editable) on random CIFAR-shaped data, and one batch of it."""
     torch.manual_seed(0)
     spec = {"arch": "cifar_resnet18", "num_classes": 10, "in_channels": 3, "width": width}
-    editable = VisionEditable(build_model(spec), "chain3", build_editor("rmsprop", 1e-3, learnable=("beta",)), 10,
+    editable = VisionEditable(build_model(spec), "chain3", make_editor("rmsprop", 1e-3, "auto"), 10,
                               input_shape=(3, 32, 32), constraint=never_satisfied)
     images, labels = torch.randn(4 * BATCH, 3, 32, 32), torch.randint(0, 10, (4 * BATCH,))
     data = VisionData(TensorImages(images, labels), TensorImages(images[:BATCH], labels[:BATCH]), 10, (3, 32, 32),

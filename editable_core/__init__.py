@@ -7,8 +7,8 @@ from .constraints import classification_constraint, sequence_constraint, sequenc
 from .edit import EditResult, edit
 from .editable import Editable, eval_mode
 from .files import atomic_open, save_atomically
-from .editors import (EDITORS, Adam, Editor, GradientDescent, Momentum, RMSProp, RProp, ScaledGradientDescent,
-                      make_editor)
+from .editors import (EDITORS, Adam, Editor, GradientDescent, Learnable, Momentum, RMSProp, RProp,
+                      ScaledGradientDescent, make_editor, parse_learnable)
 from .hyper import Interval, Positive
 from .metrics import (ControlSet, EditMetrics, classification_error, drawdown, drawdown_standard_error,
                       evaluate_edits, mean_steps, sequential_edit_curve, success_rate, summarize)
@@ -19,10 +19,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EDITORS", "Adam", "AppliedEdit", "ControlSet", "EditMetrics", "EditResult", "Editable", "Editor",
-    "GradientDescent", "Interval", "Momentum", "Objective", "Positive", "RMSProp", "RProp",
+    "GradientDescent", "Interval", "Learnable", "Momentum", "Objective", "Positive", "RMSProp", "RProp",
     "ScaledGradientDescent", "apply_edit", "atomic_open", "call", "classification_constraint",
     "classification_error", "drawdown", "drawdown_standard_error", "edit", "editable_objective",
     "editable_training_loss", "eval_mode", "evaluate_edits", "locality_kl", "make_editor", "mean_steps",
-    "save_atomically", "select_parameters", "sequence_constraint", "sequence_log_prob", "sequential_edit_curve",
-    "success_rate", "summarize",
+    "parse_learnable", "save_atomically", "select_parameters", "sequence_constraint", "sequence_log_prob",
+    "sequential_edit_curve", "success_rate", "summarize",
 ]

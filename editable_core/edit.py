@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .editors import Editor, Params
+from .editors import Editor
+from .parameters import Params
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from .constraints import classification_constraint
 from .edit import EditResult, check_max_steps, edit
-from .editors import Editor, Params, RMSProp
-from .parameters import AppliedEdit, Selection, apply_edit, call, select_parameters
+from .editors import Editor, RMSProp
+from .parameters import AppliedEdit, Params, Selection, apply_edit, call, select_parameters
 
 Constraint = Callable[[Any, Tensor], Tensor]
 

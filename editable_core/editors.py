@@ -5,47 +5,76 @@ An editor is a pure function pair over dicts of tensors, in the style of torchop
     state = editor.init(params)
     params, state = editor.update(grads, state, params)
 
-``update`` never mutates its inputs and never copies a module: it returns new tensors. Whether the
-result is differentiable (second order, for Editable Training) depends only on whether ``grads`` were
-computed with ``create_graph=True``. Hyper-parameters (``alpha``, ``beta``, ``mu``, ...) are small
-modules from :mod:`editable_core.hyper`; pass ``learnable=True`` (or a tuple of their names) to train
-them with the outer optimiser, as the paper does.
+``init`` builds the state, ``update`` never mutates its inputs and never copies a module: it returns new
+tensors. The one exception is where the paper's formula starts from the first gradient (RMSProp's
+``rms_0 = g_0^2``, scaled GD's ``||g_0||``): there ``init`` returns None and the first ``update`` builds
+the state. Whether the result is differentiable (second order, for Editable Training) depends only on
+whether ``grads`` were computed with ``create_graph=True``. Hyper-parameters (``alpha``, ``beta``, ``mu``,
+...) are small modules from :mod:`editable_core.hyper`; :func:`make_editor` builds an editor by name and
+says which of them the outer optimiser trains, as the paper does.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Iterable, NamedTuple, Union
+from typing import Any, Callable, ClassVar, Iterable, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from .hyper import Interval, Positive
+from .hyper import HyperParameter, Interval, Positive
+from .parameters import Params
 
-Params = dict[str, Tensor]
-Learnable = Union[bool, Iterable[str]]
-
-
-def _learns(name: str, learnable: Learnable) -> bool:
-    return learnable if isinstance(learnable, bool) else name in set(learnable)
+#: which hyper-parameters are learnable: True (all), False (none), "auto" (all but the learning rate) or names
+Learnable = Union[bool, str, Iterable[str]]
 
 
-def _check_learnable(learnable: Learnable, known: tuple[str, ...]) -> None:
+def learnable_names(learnable: Learnable, known: tuple[str, ...]) -> frozenset[str]:
+    """The hyper-parameters of ``known`` that ``learnable`` selects; a ValueError names any unknown one.
+
+    ``"auto"`` is every hyper-parameter but the learning rate (e.g. RMSProp's ``beta``, as in the paper).
+    """
     if isinstance(learnable, bool):
-        return
-    unknown = sorted(set(learnable) - set(known))
+        return frozenset(known) if learnable else frozenset()
+    if learnable == "auto":
+        return frozenset(known) - {"lr"}
+    if isinstance(learnable, str):
+        raise ValueError(f"learnable must be True, False, 'auto' or a list of names, got {learnable!r}")
+    names = frozenset(learnable)
+    unknown = sorted(names - set(known))
     if unknown:
-        raise ValueError(f"unknown learnable hyper-parameter(s) {unknown}; this editor has {list(known)}")
+        raise ValueError(f"learnable names unknown hyper-parameter(s) {unknown}; this editor has {list(known)}")
+    return names
+
+
+def parse_learnable(text: str) -> Learnable:
+    """A command-line spelling of :data:`Learnable`: ``auto``, ``none`` (or empty), ``all`` or ``a,b``."""
+    spec = text.strip().lower()
+    if spec in ("none", ""):
+        return False
+    if spec == "all":
+        return True
+    if spec == "auto":
+        return "auto"
+    return tuple(name.strip() for name in spec.split(",") if name.strip())
 
 
 class Editor(nn.Module):
-    """Base class of all editors. Subclasses set ``name`` and implement ``init`` / ``update``."""
+    """Base class of all editors. Subclasses set ``name`` and implement ``init`` / ``update``.
+
+    learnable: see :data:`Learnable`; shape: how each hyper-parameter stores its raw value (see
+    :mod:`editable_core.hyper`).
+    """
 
     name: ClassVar[str]
     hyper_parameters: ClassVar[tuple[str, ...]] = ("lr",)
 
-    def __init__(self, lr: float = 1e-3, learnable: Learnable = False):
+    def __init__(self, lr: float = 1e-3, learnable: Learnable = False, shape: tuple[int, ...] = ()):
         super().__init__()
-        _check_learnable(learnable, self.hyper_parameters)
-        self.lr = Positive(lr, learnable=_learns("lr", learnable))
+        self._learned = learnable_names(learnable, self.hyper_parameters)
+        self._shape = tuple(shape)
+        self.lr = self._hyper("lr", Positive, lr)
+
+    def _hyper(self, name: str, kind: Callable[..., HyperParameter], value: float, *bounds: float) -> HyperParameter:
+        return kind(value, *bounds, learnable=name in self._learned, shape=self._shape)
 
     def init(self, params: Params) -> Any:
         """Initial editor state for ``params`` (before the first gradient is seen)."""
@@ -73,12 +102,15 @@ class ScaledState(NamedTuple):
 
 
 class ScaledGradientDescent(Editor):
-    """Scaled GD: GD whose ``alpha`` is divided by the global gradient norm of the first step."""
+    """Scaled GD: GD whose ``alpha`` is divided by the global gradient norm of the first step.
+
+    The state needs ``g_0``: ``init`` returns None and the first ``update`` builds it.
+    """
 
     name = "scaled_gd"
 
-    def update(self, grads: Params, state: ScaledState | None, params: Params) -> tuple[Params, ScaledState]:
-        if state is None:
+    def update(self, grads: Params, state: Optional[ScaledState], params: Params) -> tuple[Params, ScaledState]:
+        if state is None:  # the first step: ||g_0||
             norm = torch.sqrt(sum(g.pow(2).sum() for g in grads.values()))
             state = ScaledState(inv_norm=1.0 / (norm + 1e-12))
         new = {k: p - self._value(self.lr, p) * state.inv_norm.to(p.dtype) * grads[k] for k, p in params.items()}
@@ -103,19 +135,21 @@ class RMSProp(Editor):
 
     ``rms_0 = g_0^2``, ``rms_{t+1} = beta * rms_t + (1 - beta) * g_{t+1}^2`` and
     ``theta <- theta - alpha * g / sqrt(rms + eps)``. ``eps`` sits inside the square root so that the
-    update stays twice differentiable when a gradient entry is zero.
+    update stays twice differentiable when a gradient entry is zero. ``rms_0`` needs ``g_0``: ``init``
+    returns None and the first ``update`` builds the state.
     """
 
     name = "rmsprop"
     hyper_parameters = ("lr", "beta")
 
-    def __init__(self, lr: float = 1e-3, beta: float = 0.5, eps: float = 1e-6, learnable: Learnable = False):
-        super().__init__(lr, learnable)
-        self.beta = Interval(beta, 0.0, 1.0, learnable=_learns("beta", learnable))
+    def __init__(self, lr: float = 1e-3, beta: float = 0.5, eps: float = 1e-6, learnable: Learnable = False,
+                 shape: tuple[int, ...] = ()):
+        super().__init__(lr, learnable, shape)
+        self.beta = self._hyper("beta", Interval, beta, 0.0, 1.0)
         self.eps = float(eps)
 
-    def update(self, grads: Params, state: RMSPropState | None, params: Params) -> tuple[Params, RMSPropState]:
-        if state is None:
+    def update(self, grads: Params, state: Optional[RMSPropState], params: Params) -> tuple[Params, RMSPropState]:
+        if state is None:  # the first step: rms_0 = g_0^2
             rms = {k: g * g for k, g in grads.items()}
         else:
             rms = {}
@@ -136,15 +170,15 @@ class Momentum(Editor):
     name = "momentum"
     hyper_parameters = ("lr", "mu")
 
-    def __init__(self, lr: float = 1e-2, mu: float = 0.9, learnable: Learnable = False):
-        super().__init__(lr, learnable)
-        self.mu = Interval(mu, 0.0, 1.0, learnable=_learns("mu", learnable))
+    def __init__(self, lr: float = 1e-2, mu: float = 0.9, learnable: Learnable = False, shape: tuple[int, ...] = ()):
+        super().__init__(lr, learnable, shape)
+        self.mu = self._hyper("mu", Interval, mu, 0.0, 1.0)
 
-    def update(self, grads: Params, state: MomentumState | None, params: Params) -> tuple[Params, MomentumState]:
-        nu = {}
-        for k, g in grads.items():
-            step = self._value(self.lr, g) * g
-            nu[k] = step if state is None else step + self._value(self.mu, g) * state.nu[k]
+    def init(self, params: Params) -> MomentumState:
+        return MomentumState({k: torch.zeros_like(p) for k, p in params.items()})
+
+    def update(self, grads: Params, state: MomentumState, params: Params) -> tuple[Params, MomentumState]:
+        nu = {k: self._value(self.lr, g) * g + self._value(self.mu, g) * state.nu[k] for k, g in grads.items()}
         return {k: p - nu[k] for k, p in params.items()}, MomentumState(nu)
 
 
@@ -164,19 +198,23 @@ class Adam(Editor):
     hyper_parameters = ("lr", "beta1", "beta2")
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                 learnable: Learnable = False):
-        super().__init__(lr, learnable)
-        self.beta1 = Interval(beta1, 0.1, 1.0, learnable=_learns("beta1", learnable))
-        self.beta2 = Interval(beta2, 0.0, 1.0, learnable=_learns("beta2", learnable))
+                 learnable: Learnable = False, shape: tuple[int, ...] = ()):
+        super().__init__(lr, learnable, shape)
+        self.beta1 = self._hyper("beta1", Interval, beta1, 0.1, 1.0)
+        self.beta2 = self._hyper("beta2", Interval, beta2, 0.0, 1.0)
         self.eps = float(eps)
 
-    def update(self, grads: Params, state: AdamState | None, params: Params) -> tuple[Params, AdamState]:
-        t = 1 if state is None else state.step + 1
+    def init(self, params: Params) -> AdamState:
+        return AdamState(0, {k: torch.zeros_like(p) for k, p in params.items()},
+                         {k: torch.zeros_like(p) for k, p in params.items()})
+
+    def update(self, grads: Params, state: AdamState, params: Params) -> tuple[Params, AdamState]:
+        t = state.step + 1
         m, v, new = {}, {}, {}
         for k, g in grads.items():
             b1, b2 = self._value(self.beta1, g), self._value(self.beta2, g)
-            m[k] = (1 - b1) * g if state is None else b1 * state.m[k] + (1 - b1) * g
-            v[k] = (1 - b2) * g * g if state is None else b2 * state.v[k] + (1 - b2) * g * g
+            m[k] = b1 * state.m[k] + (1 - b1) * g
+            v[k] = b2 * state.v[k] + (1 - b2) * g * g
             m_hat, v_hat = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
             new[k] = params[k] - self._value(self.lr, g) * m_hat / torch.sqrt(v_hat + self.eps)
         return new, AdamState(t, m, v)
@@ -187,10 +225,17 @@ EDITORS: dict[str, Callable[..., Editor]] = {
 }
 
 
-def make_editor(name: str, **hyper: Any) -> Editor:
-    """Build an editor by name (``gd``, ``scaled_gd``, ``rprop``, ``rmsprop``, ``momentum``, ``adam``)."""
+def make_editor(name: str, lr: Optional[float] = None, learnable: Learnable = False, *,
+                shape: tuple[int, ...] = (), **hyper: Any) -> Editor:
+    """The editor called ``name`` (``gd``, ``scaled_gd``, ``rprop``, ``rmsprop``, ``momentum``, ``adam``).
+
+    lr: ``alpha`` (default: the editor's own); learnable: see :data:`Learnable`; shape: how hyper-parameters
+    store their raw value (see :mod:`editable_core.hyper`); hyper: the editor's others, e.g. ``beta=0.5``.
+    """
     try:
         cls = EDITORS[name]
     except KeyError:
-        raise ValueError(f"unknown editor {name!r}; choose one of {sorted(EDITORS)}") from None
-    return cls(**hyper)
+        raise ValueError(f"unknown editor {name!r}; choose one of {list(EDITORS)}") from None
+    if lr is not None:
+        hyper["lr"] = lr
+    return cls(learnable=learnable, shape=shape, **hyper)

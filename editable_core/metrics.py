@@ -13,7 +13,7 @@ from torch import Tensor
 
 from .edit import EditResult
 from .editable import Editable, eval_mode
-from .editors import Params
+from .parameters import Params
 
 Progress = Callable[[Iterable], Iterable]
 

@@ -4,15 +4,14 @@
         --task editable_translation --edit-samples edits.tsv \
         --criterion editable_cross_entropy --arch transformer_iwslt_de_en ...
 
-Importing the package registers the task ``editable_translation`` and the criterion
-``editable_cross_entropy``, and allow-lists the classes fairseq checkpoints pickle for torch's
-weights-only loading (and, for fairseq's rank-to-rank copy of a resumed checkpoint only, the omegaconf
-containers it holds). ``python -m editable_fairseq`` prints the folder to pass to ``--user-dir``.
+The plugin is ``tasks/`` and ``criterions/`` and the modules they use (``decoder_split``, ``editing``,
+``edit_samples``, ``generation``, ``checkpoints``). fairseq's ``--user-dir`` imports this package and then
+every module in ``tasks/``; the task module registers ``editable_translation``, imports (and so
+registers) the criterion ``editable_cross_entropy``, and allow-lists the classes fairseq checkpoints
+pickle for torch's weights-only loading. In Python, ``import editable_fairseq.tasks`` does the same.
+
+This file imports nothing, so the two folders that are not the plugin stay free of it: ``cli/`` (the
+console tools ``editable-fairseq-make-edits``, ``-evaluate``, ``-patch``) and ``prepare/`` (corpus
+preparation, ``editable-fairseq-prepare-corpus``, which imports no fairseq). ``python -m editable_fairseq``
+prints the folder to pass to ``--user-dir``.
 """
-from .checkpoints import allow_fairseq_broadcast_globals, allow_fairseq_checkpoint_globals
-
-allow_fairseq_checkpoint_globals()
-allow_fairseq_broadcast_globals()
-
-from .criterions import editable_cross_entropy  # noqa: E402,F401  (registers the criterion)
-from .tasks import editable_translation  # noqa: E402,F401  (registers the task)

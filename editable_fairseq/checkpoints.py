@@ -74,13 +74,6 @@ def allow_fairseq_broadcast_globals() -> None:
     distributed_utils.broadcast_object = broadcast_object
 
 
-def unsafe_globals(path: str) -> list[str]:
-    """The classes a checkpoint needs that weights-only loading would refuse (for diagnostics and tests)."""
-    allow_fairseq_checkpoint_globals()
-    allowed = {f"{c.__module__}.{c.__qualname__}" for c in SAFE_CHECKPOINT_GLOBALS}
-    return [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path) if name not in allowed]
-
-
 def load_checkpoint(path: str, arg_overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """``fairseq.checkpoint_utils.load_checkpoint_to_cpu`` with the allow-list in place.
 
@@ -93,16 +86,3 @@ def load_checkpoint(path: str, arg_overrides: Optional[dict[str, Any]] = None) -
     allow_fairseq_checkpoint_globals()
     return checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
 
-
-def load_models(paths: list[str], task: Any = None, arg_overrides: Optional[dict[str, Any]] = None):
-    """Load a model ensemble (and its task, when ``task`` is None) from fairseq checkpoints.
-
-    Returns ``(models, cfg, task)`` as ``fairseq.checkpoint_utils.load_model_ensemble_and_task``.
-    """
-    from fairseq import checkpoint_utils
-
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    allow_fairseq_checkpoint_globals()
-    return checkpoint_utils.load_model_ensemble_and_task(paths, arg_overrides=arg_overrides, task=task)

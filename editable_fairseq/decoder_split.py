@@ -124,26 +124,26 @@ class DecoderSplit:
         model = unwrap_model(model)
         decoder = model.decoder
         if part not in EDITABLE_PARTS:
-            raise ValueError(f"--editable-layers must be one of {EDITABLE_PARTS}, got {part!r}")
+            raise ValueError(f"part must be one of {EDITABLE_PARTS}, got {part!r}")
         for attr in ("layers", "layer_norm", "project_out_dim", "output_projection"):
             if not hasattr(decoder, attr):
                 raise TypeError(f"{type(decoder).__name__} is not a fairseq Transformer decoder (no .{attr})")
         if getattr(decoder, "adaptive_softmax", None) is not None:
             raise ValueError("editing a decoder with an adaptive softmax is not supported")
         if type(decoder.layers).__name__ == "LayerDropModuleList":
-            raise ValueError("editing a decoder with --decoder-layerdrop > 0 is not supported: the editable "
+            raise ValueError("editing a decoder with layer drop (decoder_layerdrop > 0) is not supported: the editable "
                              "layer would be skipped at random")
         num_layers = len(decoder.layers)
         if part == "output":
             start, editable = num_layers, "output_projection."
             if decoder.output_projection.weight is decoder.embed_tokens.weight:
-                raise ValueError("--editable-layers output needs an output projection of its own, but it is tied "
-                                 "to the decoder input embeddings (--share-decoder-input-output-embed or "
-                                 "--share-all-embeddings); edit 'last' or 'penultimate' instead")
+                raise ValueError("part 'output' needs an output projection of its own, but it is tied to the "
+                                 "decoder input embeddings (share_decoder_input_output_embed or "
+                                 "share_all_embeddings); edit 'last' or 'penultimate' instead")
         else:
             needed = 1 if part == "last" else 2
             if num_layers < needed:
-                raise ValueError(f"--editable-layers {part} needs at least {needed} decoder layers, "
+                raise ValueError(f"part {part!r} needs at least {needed} decoder layers, "
                                  f"the model has {num_layers}")
             start, editable = num_layers - needed, "layers.0."
         self.part = part

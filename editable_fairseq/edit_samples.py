@@ -102,13 +102,13 @@ def read_edit_samples(path: str, src_dict, tgt_dict, max_source_positions: Optio
             sample = parse_edit_line(line, src_dict, tgt_dict, where)
             if max_source_positions is not None and sample.source.numel() > max_source_positions:
                 raise ValueError(f"{where}: source has {sample.source.numel()} tokens (with eos), more than "
-                                 f"--max-source-positions {max_source_positions}")
+                                 f"max_source_positions {max_source_positions}")
             if max_target_positions is not None:
                 for i, seq in enumerate((sample.target, *sample.alternatives)):
                     if seq.numel() > max_target_positions:
                         name = "target" if i == 0 else f"alternative {i}"
                         raise ValueError(f"{where}: {name} has {seq.numel()} tokens (with eos), more than "
-                                         f"--max-target-positions {max_target_positions}")
+                                         f"max_target_positions {max_target_positions}")
             samples.append(sample)
     if not samples:
         raise ValueError(f"{path}: no edit samples (the file is empty)")

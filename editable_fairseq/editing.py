@@ -15,11 +15,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from editable_core import AppliedEdit, EditResult, Editor, apply_edit, edit, eval_mode, make_editor
-from editable_core import sequence_log_prob
+from editable_core import (AppliedEdit, EditResult, Editor, apply_edit, edit, eval_mode, make_editor, parse_learnable,
+                           sequence_constraint, sequence_log_prob)
 
 from .decoder_split import DecoderSplit, SuffixInput, split_for, unwrap_model
 from .edit_samples import EditBatch, EditSample, collate_edit
+
+#: how editor hyper-parameters store their raw value: one-element vectors, not 0-dim scalars, because fairseq's
+#: legacy_ddp all-reduce slices each gradient and fails on a criterion whose only parameter is 0-dim
+HYPER_SHAPE = (1,)
 
 
 def sequence_scores(logits: Tensor, target: Tensor, pad: int) -> Tensor:
@@ -63,7 +67,7 @@ def translation_constraint(split: DecoderSplit, state: SuffixInput, batch: EditB
         with sdpa_kernel([SDPBackend.MATH]) if second_order else nullcontext():
             logits = split.run_suffix(pair_state, params)
         target_score, best_score = sequence_scores(logits, pair_target, batch.pad)
-        return (best_score - target_score + margin).reshape(1)
+        return sequence_constraint(target_score.reshape(1), best_score.reshape(1, 1), margin=margin)
     return constraint
 
 
@@ -120,39 +124,6 @@ def score_sequences(model: nn.Module, edit_sample: Union[EditSample, EditBatch])
     return sequence_scores(logits, batch.target, batch.pad)
 
 
-def build_editor(name: str = "rmsprop", lr: float = 1e-3, learnable: str = "auto") -> Editor:
-    """An editor from the criterion's flags.
-
-    learnable: ``auto`` (every hyper-parameter except the learning rate, e.g. RMSProp's ``beta``, as in
-    the paper), ``none``, ``all``, or a comma-separated list of hyper-parameter names.
-    """
-    from editable_core import EDITORS
-
-    if name not in EDITORS:
-        raise ValueError(f"--editor must be one of {sorted(EDITORS)}, got {name!r}")
-    known = EDITORS[name].hyper_parameters
-    spec = learnable.strip().lower()
-    if spec == "auto":
-        chosen: Any = tuple(h for h in known if h != "lr")
-    elif spec == "none":
-        chosen = False
-    elif spec == "all":
-        chosen = True
-    else:
-        chosen = tuple(h.strip() for h in spec.split(",") if h.strip())
-        unknown = sorted(set(chosen) - set(known))
-        if unknown:
-            raise ValueError(f"--edit-learnable: editor {name!r} has no hyper-parameter(s) {unknown}; "
-                             f"it has {list(known)}")
-    editor = make_editor(name, lr=lr, learnable=chosen)
-    for hyper in editor.children():
-        if getattr(hyper, "learnable", False) and hyper.raw.dim() == 0:
-            # one-element vectors, not 0-dim scalars: fairseq's legacy_ddp all-reduce slices each gradient
-            # and fails on a criterion whose only parameter is 0-dim (e.g. RMSProp's beta alone)
-            hyper.raw = nn.Parameter(hyper.raw.detach().reshape(1))
-    return editor
-
-
 def editor_from_checkpoint(state: dict[str, Any]) -> tuple[Editor, dict[str, Any]]:
     """The editor an editable checkpoint was trained with, learned hyper-parameters restored.
 
@@ -162,10 +133,10 @@ def editor_from_checkpoint(state: dict[str, Any]) -> tuple[Editor, dict[str, Any
     cfg = state.get("cfg") or {}
     criterion_cfg = dict(cfg.get("criterion") or {})
     if criterion_cfg.get("_name") != "editable_cross_entropy":
-        raise ValueError(f"the checkpoint was not trained with --criterion editable_cross_entropy "
+        raise ValueError(f"the checkpoint was not trained with the criterion editable_cross_entropy "
                          f"(criterion: {criterion_cfg.get('_name')!r})")
-    editor = build_editor(criterion_cfg.get("editor", "rmsprop"), criterion_cfg.get("edit_lr", 1e-3),
-                          criterion_cfg.get("edit_learnable", "auto"))
+    editor = make_editor(criterion_cfg.get("editor", "rmsprop"), criterion_cfg.get("edit_lr", 1e-3),
+                         parse_learnable(criterion_cfg.get("edit_learnable", "auto")), shape=HYPER_SHAPE)
     saved = state.get("criterion") or {}
     editor_state = {k[len("editor."):]: v for k, v in saved.items() if k.startswith("editor.")}
     if editor_state:

@@ -54,7 +54,7 @@ def beam_alternatives(models: Sequence[nn.Module], tgt_dict, sources: Sequence[T
                       max_len_b: int = 10, src_pad: Optional[int] = None) -> list[list[Tensor]]:
     """The ``num_alternatives`` best translations of each source by beam search (beam = n-best = k)."""
     if num_alternatives < 1:
-        raise ValueError(f"--edit-alternatives must be >= 1, got {num_alternatives}")
+        raise ValueError(f"num_alternatives must be >= 1, got {num_alternatives}")
     beam = min(num_alternatives, len(tgt_dict) - 1)
     return _generate(models, tgt_dict, sources, beam=beam, nbest=num_alternatives, sampling=False,
                      temperature=1.0, max_len_a=max_len_a, max_len_b=max_len_b, seed=None,
@@ -66,7 +66,7 @@ def sampled_targets(models: Sequence[nn.Module], tgt_dict, sources: Sequence[Ten
                     max_len_a: float = 1.2, max_len_b: int = 10, src_pad: Optional[int] = None) -> list[Tensor]:
     """One translation of each source sampled at ``temperature`` (seeded: reproducible, RNG restored)."""
     if not temperature > 0:
-        raise ValueError(f"--edit-temperature must be > 0, got {temperature}")
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     out = _generate(models, tgt_dict, sources, beam=1, nbest=1, sampling=True, temperature=temperature,
                     max_len_a=max_len_a, max_len_b=max_len_b, seed=seed,
                     src_pad=tgt_dict.pad() if src_pad is None else src_pad)

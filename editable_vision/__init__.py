@@ -9,13 +9,14 @@
 
 Command line: ``python -m editable_vision {train,finetune,evaluate,edit} --help``.
 """
-from .api import VisionEditable, build_editor, load, make_editable, save
+from .api import VisionEditable, make_editable
+from .checkpoint import load, save
 from .data import VisionData, load_cifar10, load_data, load_digits, load_image_folder
 from .models import ExtraLayer, build_model, cifar_resnet18, densenet169, resnet18, with_extra_layer
 from .train import TrainConfig, Trainer
 
 __all__ = [
-    "ExtraLayer", "TrainConfig", "Trainer", "VisionData", "VisionEditable", "build_editor", "build_model",
+    "ExtraLayer", "TrainConfig", "Trainer", "VisionData", "VisionEditable", "build_model",
     "cifar_resnet18", "densenet169", "load", "load_cifar10", "load_data", "load_digits", "load_image_folder",
     "make_editable", "resnet18", "save", "with_extra_layer",
 ]

@@ -2,7 +2,7 @@
 
     from editable_vision import load, make_editable, cifar_resnet18
 
-    editable = load("runs/editable.pt")                  # a trained checkpoint, editor as trained
+    editable = load("runs/editable.pt")                  # a trained checkpoint (editable_vision.checkpoint.load)
     result = editable.edit(image, 3)                      # image [C, H, W]; EditResult(params, success, l_e, steps)
     with editable.apply(result):                          # in place, undone on exit
         print(editable.predict(images))
@@ -19,22 +19,14 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from editable_core import Editable, EditResult, Editor, eval_mode, make_editor
+from editable_core import Editable, EditResult, Editor, Learnable, eval_mode, make_editor
 from editable_core.editable import Constraint
-from editable_core.editors import Params
+from editable_core.parameters import Params
 
 from .models import num_classes_of, part_names
 
 Part = Union[str, Sequence[str]]
 WHOLE_MODEL = ("all", "whole", "")
-
-
-def build_editor(name: str = "rmsprop", lr: float = 1e-3, learnable: Union[bool, Sequence[str]] = False,
-                 **hyper: Any) -> Editor:
-    """An editor by name (``gd``, ``scaled_gd``, ``rprop``, ``rmsprop``, ``momentum``, ``adam``) with
-    learning rate ``alpha = lr``; ``learnable``: True, False or the names of hyper-parameters to train."""
-    learnable = learnable if isinstance(learnable, bool) else tuple(learnable)
-    return make_editor(name, lr=lr, learnable=learnable, **hyper)
 
 
 def resolve_part(model: nn.Module, part: Part) -> Union[str, list[str]]:
@@ -128,42 +120,13 @@ class VisionEditable(Editable):
 
 def make_editable(model: nn.Module, part: Part = "chain3", editor: Union[str, Editor] = "rmsprop", *,
                   input_shape: Sequence[int], lr: float = 1e-3, max_steps: int = 10,
-                  learnable: Union[bool, Sequence[str]] = False, **hyper: Any) -> VisionEditable:
+                  learnable: Learnable = False, **hyper: Any) -> VisionEditable:
     """Wrap ``model`` so that ``part`` can be edited with ``editor`` (a name or an Editor) in ``k = max_steps``
-    steps; ``lr``, ``learnable`` and ``hyper`` (e.g. ``beta=0.5``) configure a named editor."""
+    steps; ``lr``, ``learnable`` and ``hyper`` (e.g. ``beta=0.5``) configure a named editor (see
+    :func:`editable_core.make_editor`)."""
     if isinstance(editor, str):
-        editor = build_editor(editor, lr, learnable, **hyper)
+        editor = make_editor(editor, lr, learnable, **hyper)
     elif hyper:
         raise ValueError(f"editor hyper-parameters {sorted(hyper)} only apply to an editor given by name")
     return VisionEditable(model, part, editor, max_steps, input_shape=input_shape).to(
         next(model.parameters()).device)
-
-
-def resolve_device(name: Union[str, torch.device]) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; a CUDA device that is not available is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here (torch.cuda.is_available() is False)")
-    return device
-
-
-def load(path: str, *, part: Optional[Part] = None, editor: Union[str, Editor, None] = None,
-         lr: Optional[float] = None, max_steps: Optional[int] = None,
-         device: Union[str, torch.device] = "cpu") -> VisionEditable:
-    """Load a checkpoint written by ``python -m editable_vision train/finetune`` (or :func:`save`) as a
-    :class:`VisionEditable`, with the part and editor it was trained with (its learned ``beta``, ...)
-    unless ``part`` / ``editor`` / ``lr`` / ``max_steps`` override them."""
-    from .checkpoint import editable_from_checkpoint, read_checkpoint
-
-    return editable_from_checkpoint(read_checkpoint(path, device), part=part, editor=editor, lr=lr,
-                                    max_steps=max_steps, device=device)
-
-
-def save(editable: VisionEditable, path: str, model_spec: dict[str, Any], params: Optional[Params] = None) -> None:
-    """Save ``editable`` (with an edit's ``params`` written in, if given) as a checkpoint that :func:`load`
-    and the command line read. model_spec: as for :func:`editable_vision.models.build_model`."""
-    from .checkpoint import editable_payload, write_checkpoint
-
-    write_checkpoint(path, editable_payload(editable, model_spec, params))

@@ -15,9 +15,10 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from editable_core import Editor, Positive, save_atomically
+from editable_core import Editor, Positive, make_editor, save_atomically
+from editable_core.parameters import Params
 
-from .api import Part, VisionEditable, build_editor
+from .api import Part, VisionEditable
 from .models import build_model
 
 FORMAT = "editable_vision/1"
@@ -45,11 +46,6 @@ def editable_payload(editable: VisionEditable, model_spec: dict[str, Any],
             "state_dict": state}
 
 
-def write_checkpoint(path: Union[str, os.PathLike], payload: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then atomically rename it to ``path``."""
-    save_atomically(payload, path)
-
-
 def read_checkpoint(path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict; a clear error if the file is missing or not one of ours."""
     if not os.path.isfile(path):
@@ -70,7 +66,7 @@ def build_editable(payload: dict[str, Any], *, part: Optional[Part] = None, edit
         saved = spec["editor"]
         name = editor or saved["name"]
         kwargs = {"eps": saved["eps"]} if name == saved["name"] and "eps" in saved else {}
-        editor_obj = build_editor(name, learnable=saved["learnable"] if name == saved["name"] else False, **kwargs)
+        editor_obj = make_editor(name, 1e-3, saved["learnable"] if name == saved["name"] else False, **kwargs)
     return VisionEditable(model, spec["part"] if part is None else part, editor_obj,
                           spec["max_steps"] if max_steps is None else max_steps,
                           input_shape=spec["input_shape"], num_classes=spec["num_classes"])
@@ -96,3 +92,19 @@ def editable_from_checkpoint(payload: dict[str, Any], *, part: Optional[Part] = 
 def module_state(module: nn.Module) -> dict[str, torch.Tensor]:
     """A detached CPU copy of ``module.state_dict()`` (for the teacher and for exact comparisons)."""
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def load(path: str, *, part: Optional[Part] = None, editor: Union[str, Editor, None] = None,
+         lr: Optional[float] = None, max_steps: Optional[int] = None,
+         device: Union[str, torch.device] = "cpu") -> VisionEditable:
+    """Load a checkpoint written by ``python -m editable_vision train/finetune`` (or :func:`save`) as a
+    :class:`VisionEditable`, with the part and editor it was trained with (its learned ``beta``, ...)
+    unless ``part`` / ``editor`` / ``lr`` / ``max_steps`` override them."""
+    return editable_from_checkpoint(read_checkpoint(path, device), part=part, editor=editor, lr=lr,
+                                    max_steps=max_steps, device=device)
+
+
+def save(editable: VisionEditable, path: str, model_spec: dict[str, Any], params: Optional[Params] = None) -> None:
+    """Save ``editable`` (with an edit's ``params`` written in, if given) as a checkpoint that :func:`load`
+    and the command line read. model_spec: as for :func:`editable_vision.models.build_model`."""
+    save_atomically(editable_payload(editable, model_spec, params), path)

@@ -117,7 +117,7 @@ def load_cifar10(root: str, download: bool = False) -> VisionData:
         train = datasets.CIFAR10(root, train=True, transform=train_tf, download=download)
         test = datasets.CIFAR10(root, train=False, transform=test_tf, download=download)
     except RuntimeError as error:
-        raise FileNotFoundError(f"CIFAR-10 not found under {root!r} ({error}); pass --download to fetch it") from None
+        raise FileNotFoundError(f"CIFAR-10 not found under {root!r} ({error}); download=True fetches it") from None
     return VisionData(train, test, 10, (3, 32, 32), RandomShift(4, flip=True), "cifar10",
                       lambda picture: test_tf(picture.convert("RGB")))
 
@@ -173,7 +173,7 @@ def load_data(name: str, root: Optional[str] = None, *, image_size: Optional[int
         return load_cifar10(root or "data", download)
     if name == "folder":
         if test_dir is None and root is None:
-            raise ValueError("the folder dataset needs --data-root (train) and/or --test-dir")
+            raise ValueError("the folder dataset needs root (train) and/or test_dir")
         return load_image_folder(root, test_dir or root, image_size or 224, classes)
     raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
 

@@ -15,14 +15,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from editable_core import ControlSet, EditMetrics, Editor, eval_mode, evaluate_edits, sequential_edit_curve
+from editable_core import (EDITORS, ControlSet, EditMetrics, Editor, eval_mode, evaluate_edits, make_editor,
+                           sequential_edit_curve)
 
-from .api import VisionEditable, build_editor, resolve_part
+from .api import VisionEditable, resolve_part
 from .targets import TARGETS, match_rank_targets, random_targets
 
 logger = logging.getLogger(__name__)
 
-EDITOR_ORDER = ("gd", "scaled_gd", "rprop", "rmsprop", "momentum", "adam")
 #: learning rates tried per editor when tuning (Table 1): scaled GD's ``alpha`` is a step length in
 #: parameter space, the others' a per-parameter step.
 DEFAULT_LRS = {"gd": (3e-4, 1e-3, 3e-3, 1e-2), "scaled_gd": (0.03, 0.1, 0.3, 1.0),
@@ -49,18 +49,27 @@ def make_edit_set(editable: VisionEditable, images: Tensor, num_edits: int, *, t
     random, or ``match-ranks`` (a class the model ranks ``r``-th, ``r ~ rank_probs``)."""
     if targets not in TARGETS:
         raise ValueError(f"unknown edit targets {targets!r}; choose one of {list(TARGETS)}")
+    if targets == "random":
+        return random_edit_set(images, editable.num_classes, num_edits, seed=seed)
+    if rank_probs is None:
+        raise ValueError("match-ranks targets need a rank distribution (rank_probs)")
+    generator, indices = _draw(images, num_edits, seed)
+    labels = match_rank_targets(editable.logits(images[indices]), rank_probs, generator)
+    return EditSet(images[indices], labels, indices)
+
+
+def random_edit_set(images: Tensor, num_classes: int, num_edits: int, *, seed: int = 9) -> EditSet:
+    """``num_edits`` distinct images of ``images [M, C, H, W]``, each with a uniformly random target among
+    ``num_classes`` (section 4.1); needs no model, so every method of Table 3 gets the same edits."""
+    generator, indices = _draw(images, num_edits, seed)
+    return EditSet(images[indices], random_targets(num_edits, num_classes, generator), indices)
+
+
+def _draw(images: Tensor, num_edits: int, seed: int) -> tuple[torch.Generator, Tensor]:
     if not 0 < num_edits <= len(images):
         raise ValueError(f"num_edits must be in 1..{len(images)} (the number of images), got {num_edits}")
     generator = torch.Generator().manual_seed(seed)
-    indices = torch.randperm(len(images), generator=generator)[:num_edits]
-    chosen = images[indices]
-    if targets == "random":
-        labels = random_targets(num_edits, editable.num_classes, generator)
-    else:
-        if rank_probs is None:
-            raise ValueError("match-ranks targets need a rank distribution")
-        labels = match_rank_targets(editable.logits(chosen), rank_probs, generator)
-    return EditSet(chosen, labels, indices)
+    return generator, torch.randperm(len(images), generator=generator)[:num_edits]
 
 
 def evaluate(editable: VisionEditable, control: ControlSet, edits: EditSet, *, progress: bool = True,
@@ -92,7 +101,7 @@ def with_editor(editable: VisionEditable, editor: Editor, part: str) -> VisionEd
 
 
 def sweep(editable: VisionEditable, images: Tensor, labels: Tensor, edits: EditSet, *,
-          editors: Sequence[str] = EDITOR_ORDER, parts: Sequence[str] = ("chain3",),
+          editors: Sequence[str] = tuple(EDITORS), parts: Sequence[str] = ("chain3",),
           lrs: Optional[dict[str, Sequence[float]]] = None, progress: bool = True) -> list[SweepRow]:
     """Evaluate every editor x learning rate x part on the same edits (the raw material of Tables 1, 2).
     images, labels: the control set; lrs: per-editor learning rates (default :data:`DEFAULT_LRS`)."""
@@ -103,7 +112,7 @@ def sweep(editable: VisionEditable, images: Tensor, labels: Tensor, edits: EditS
         control = None
         for name in editors:
             for lr in lrs[name]:
-                candidate = with_editor(editable, build_editor(name, lr), part)
+                candidate = with_editor(editable, make_editor(name, lr), part)
                 control = control or ControlSet(candidate, images.to(editable.device), labels.to(editable.device))
                 metrics = evaluate(candidate, control, edits, progress=progress, desc=f"{name} lr={lr:g} {part}")
                 rows.append(SweepRow(name, lr, part, metrics))

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from editable_core import editable_training_loss, locality_kl
+from editable_core import editable_training_loss, locality_kl, save_atomically
 
 from .api import VisionEditable
-from .checkpoint import editable_from_checkpoint, editable_payload, module_state, read_checkpoint, write_checkpoint
+from .checkpoint import editable_from_checkpoint, editable_payload, module_state, read_checkpoint
 from .data import VisionData, loader, stack
 from .models import build_model
 from .targets import TARGETS, match_rank_targets, random_targets
@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 MODES = ("plain", "editable", "finetune", "distill")
 SCHEDULES = ("constant", "cosine")
+#: where Editable Fine-Tuning's settings (4.3) differ from training from scratch: one epoch, SGD at 1e-5 for the
+#: pre-existing layers, lighter edit terms
+FINETUNE_DEFAULTS = {"epochs": 1, "lr": 1e-5, "c_edit": 0.03, "c_loc": 0.03}
 
 
 @dataclass
@@ -56,7 +59,7 @@ class TrainConfig:
     targets: str = "random"
     freeze: list[str] = field(default_factory=list)
     max_norm: Optional[float] = 10.0
-    schedule: str = "constant"
+    schedule: str = "cosine"
     eval_locality: bool = True
     seed: int = 0
     max_batches: Optional[int] = None
@@ -86,7 +89,86 @@ def kl_to_teacher(logits: Tensor, teacher_logits: Tensor) -> Tensor:
     return locality_kl(teacher_logits, logits)
 
 
-class Trainer:
+class EpochLoop:
+    """The epoch loop every trainer here shares: shuffled batches (an order that depends only on the seed and
+    the epoch, so a resumed run sees the same batches), at most ``max_batches`` per epoch, the learning-rate
+    schedule, a divergence check, and one record of means per epoch in ``history``.
+
+    A subclass sets ``optimizer`` and implements :meth:`train_step` and :meth:`test_error` (and :meth:`save`
+    to checkpoint); ``label`` names it in progress bars and logs.
+    """
+
+    label = "train"
+    optimizer: torch.optim.Optimizer
+
+    def __init__(self, data: VisionData, config: TrainConfig, *, workers: int = 0, progress: bool = True):
+        self.data, self.config, self.workers, self.progress = data, config, workers, progress
+        self.epoch, self.step, self.history = 0, 0, []
+
+    def train_step(self, images: Tensor, labels: Tensor) -> dict[str, float]:
+        """One optimiser step on a batch ``images [B, C, H, W]``, ``labels [B]``; returns the loss terms."""
+        raise NotImplementedError
+
+    def test_error(self) -> float:
+        """Classification error on the test set (eval mode)."""
+        raise NotImplementedError
+
+    def epoch_values(self) -> dict[str, float]:
+        """Values added to each epoch's record besides the means of the step's terms."""
+        return {}
+
+    def save(self, path: str) -> None:
+        raise NotImplementedError
+
+    def _set_lr(self, batches_per_epoch: int) -> None:
+        """Cosine schedule: ``lr = initial_lr * (1 + cos(pi * step / total_steps)) / 2``, a function of
+        the step alone (so a resumed run continues it exactly); constant otherwise."""
+        if self.config.schedule != "cosine":
+            return
+        total = max(1, self.config.epochs * batches_per_epoch)
+        factor = 0.5 * (1 + math.cos(math.pi * min(self.step, total) / total))
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training set (at most ``max_batches`` batches); returns the epoch's means."""
+        order = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch)
+        batches = loader(self.data.train, self.config.batch_size, shuffle=True, workers=self.workers,
+                         generator=order, drop_last=len(self.data.train) > self.config.batch_size)
+        total = len(batches) if self.config.max_batches is None else min(len(batches), self.config.max_batches)
+        sums: dict[str, float] = {}
+        start = time.perf_counter()
+        bar = tqdm(batches, total=total, desc=f"{self.label} epoch {self.epoch + 1}/{self.config.epochs}",
+                   disable=not self.progress, leave=False)
+        for i, (images, labels) in enumerate(bar):
+            if i >= total:
+                break
+            self._set_lr(total)
+            stats = self.train_step(images, labels)
+            if not math.isfinite(stats["loss"]):
+                raise FloatingPointError(f"{self.label} training diverged at step {self.step}: loss {stats['loss']}")
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{stats['loss']:.3f}")
+        bar.close()
+        record = {k: v / max(total, 1) for k, v in sums.items()}
+        record.update(epoch=self.epoch + 1, step=self.step, seconds=time.perf_counter() - start,
+                      test_error=self.test_error(), **self.epoch_values())
+        self.epoch += 1
+        self.history.append(record)
+        logger.info("%s epoch %d: %s", self.label, self.epoch, ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
+        return record
+
+    def fit(self, checkpoint: Optional[str] = None) -> list[dict[str, float]]:
+        """Train until ``config.epochs`` epochs are done, saving ``checkpoint`` after each epoch."""
+        while self.epoch < self.config.epochs:
+            self.train_epoch()
+            if checkpoint:
+                self.save(checkpoint)
+        return self.history
+
+
+class Trainer(EpochLoop):
     """Trains ``editable.module`` (and the editor's learnable hyper-parameters) on ``data``.
 
     model_spec / data_spec: JSON-able descriptions stored in checkpoints (see ``build_model``,
@@ -100,11 +182,11 @@ class Trainer:
                  teacher_state: Optional[dict[str, Tensor]] = None, progress: bool = True):
         if config.targets == "match-ranks" and config.edits and rank_probs is None:
             raise ValueError("match-ranks targets need a rank distribution (rank_probs)")
+        super().__init__(data, config, workers=workers, progress=progress)
+        self.label = config.mode
         self.device = torch.device(device)
         self.editable = editable.to(self.device)
-        self.data, self.config, self.workers, self.progress = data, config, workers, progress
         self.model_spec, self.data_spec, self.rank_probs = dict(model_spec), dict(data_spec), rank_probs
-        self.epoch, self.step, self.history = 0, 0, []
         self.generator = torch.Generator().manual_seed(config.seed)
         self.frozen = self._freeze(config.freeze)
         self.teacher = self._teacher(teacher_state) if config.distils else None
@@ -143,16 +225,6 @@ class Trainer:
         return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
 
-    def _set_lr(self, batches_per_epoch: int) -> None:
-        """Cosine schedule: ``lr = initial_lr * (1 + cos(pi * step / total_steps)) / 2``, a function of
-        the step alone (so a resumed run continues it exactly); constant otherwise."""
-        if self.config.schedule != "cosine":
-            return
-        total = max(1, self.config.epochs * batches_per_epoch)
-        factor = 0.5 * (1 + math.cos(math.pi * min(self.step, total) / total))
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
-
     def _train_mode(self) -> None:
         self.editable.module.train()
         for part in self.frozen:
@@ -170,7 +242,6 @@ class Trainer:
         return image, target.to(self.device)
 
     def train_step(self, images: Tensor, labels: Tensor) -> dict[str, float]:
-        """One optimiser step on a batch ``images [B, C, H, W]``, ``labels [B]``; returns the loss terms."""
         cfg = self.config
         self._train_mode()
         self.optimizer.zero_grad(set_to_none=True)
@@ -201,53 +272,18 @@ class Trainer:
         return {"loss": loss.item(), **stats}
 
     def test_error(self) -> float:
-        """Classification error on the test set (eval mode)."""
         if self._test is None:
             self._test = stack(self.data.test, workers=self.workers)
         images, labels = self._test
         return (self.editable.predict(images).cpu() != labels).float().mean().item()
 
-    def train_epoch(self) -> dict[str, float]:
-        """One pass over the training set (at most ``max_batches`` batches); returns the epoch's means."""
-        order = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch)
-        batches = loader(self.data.train, self.config.batch_size, shuffle=True, workers=self.workers,
-                         generator=order, drop_last=len(self.data.train) > self.config.batch_size)
-        total = len(batches) if self.config.max_batches is None else min(len(batches), self.config.max_batches)
-        sums: dict[str, float] = {}
-        start = time.perf_counter()
-        bar = tqdm(batches, total=total, desc=f"{self.config.mode} epoch {self.epoch + 1}/{self.config.epochs}",
-                   disable=not self.progress, leave=False)
-        for i, (images, labels) in enumerate(bar):
-            if i >= total:
-                break
-            self._set_lr(total)
-            stats = self.train_step(images, labels)
-            if not math.isfinite(stats["loss"]):
-                raise FloatingPointError(f"training diverged at step {self.step}: loss {stats['loss']}")
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{stats['loss']:.3f}")
-        bar.close()
-        record = {k: v / max(total, 1) for k, v in sums.items()}
-        record.update(epoch=self.epoch + 1, step=self.step, seconds=time.perf_counter() - start,
-                      test_error=self.test_error(), **self.editor_values())
-        self.epoch += 1
-        self.history.append(record)
-        logger.info("epoch %d: %s", self.epoch, ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
-        return record
+    def epoch_values(self) -> dict[str, float]:
+        return self.editor_values()
 
     def editor_values(self) -> dict[str, float]:
         """Current values of the editor's hyper-parameters (e.g. ``editor_lr``, ``editor_beta``)."""
         editor = self.editable.editor
         return {f"editor_{h}": getattr(editor, h)().detach().item() for h in editor.hyper_parameters}
-
-    def fit(self, checkpoint: Optional[str] = None) -> list[dict[str, float]]:
-        """Train until ``config.epochs`` epochs are done, saving ``checkpoint`` after each epoch."""
-        while self.epoch < self.config.epochs:
-            self.train_epoch()
-            if checkpoint:
-                self.save(checkpoint)
-        return self.history
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a checkpoint needs to resume this run exactly."""
@@ -264,7 +300,7 @@ class Trainer:
         return state
 
     def save(self, path: str) -> None:
-        write_checkpoint(path, self.state_dict())
+        save_atomically(self.state_dict(), path)
         logger.info("saved %s (epoch %d)", path, self.epoch)
 
     @classmethod

@@ -53,7 +53,7 @@ def train(args: argparse.Namespace, editable_training: bool, data: tuple[torch.T
     x_train, y_train, _, _ = data
     torch.manual_seed(args.seed)
     editor = RMSProp(lr=args.edit_lr, beta=0.5, learnable=True)
-    editable = Editable(make_model(), args.editable, editor, max_steps=args.max_steps)
+    editable = Editable(make_model(), args.editable, editor, max_steps=args.edit_max_steps)
     optimizer = torch.optim.Adam(editable.parameters(), lr=args.lr)
     generator = torch.Generator().manual_seed(args.seed)
     for epoch in range(args.epochs):
@@ -65,7 +65,7 @@ def train(args: argparse.Namespace, editable_training: bool, data: tuple[torch.T
                 edit_index = torch.randint(len(x_train), (1,), generator=generator)
                 edit_target = random_wrong_labels(y_train[edit_index], generator)
                 objective, _ = editable_training_loss(editable, x, y, x_train[edit_index], edit_target,
-                                                      c_edit=args.c_edit, c_loc=args.c_loc)
+                                                      c_edit=args.edit_coef, c_loc=args.loc_coef)
                 loss = objective.total
             else:
                 loss = F.cross_entropy(editable(x), y)
@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (section 4.1)")
     parser.add_argument("--editable", default="layer3", help="the part of the MLP edits may change")
     parser.add_argument("--edit-lr", type=float, default=3e-3, help="RMSProp editor learning rate alpha")
-    parser.add_argument("--max-steps", type=int, default=10, help="k, the most editor steps per edit")
-    parser.add_argument("--c-edit", type=float, default=1.0, help="c_edit, weight of L_edit")
-    parser.add_argument("--c-loc", type=float, default=0.3, help="c_loc, weight of L_loc")
+    parser.add_argument("--edit-max-steps", type=int, default=10, help="k, the most editor steps per edit")
+    parser.add_argument("--edit-coef", type=float, default=1.0, help="c_edit, weight of L_edit")
+    parser.add_argument("--loc-coef", type=float, default=0.3, help="c_loc, weight of L_loc")
     parser.add_argument("--edits", type=int, default=300, help="N, independent test edits")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results to this JSON file")
@@ -110,11 +110,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         model = train(args, editable_training, data)
         results[name] = {**evaluate(args, model, data), "train_seconds": time.perf_counter() - started}
 
-    print(f"Digits, MLP, {args.editable} editable, RMSProp k={args.max_steps}, N={args.edits} random-label edits\n")
+    print(f"Digits, MLP, {args.editable} editable, RMSProp k={args.edit_max_steps}, "
+          f"N={args.edits} random-label edits\n")
     print("| Training | Test error | Drawdown | Success rate | Num steps | Train time |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
-        label = "Baseline" if name == "baseline" else f"Editable, c_loc={args.c_loc:g}"
+        label = "Baseline" if name == "baseline" else f"Editable, c_loc={args.loc_coef:g}"
         print(f"| {label} | {r['base_error']:.2%} | {r['drawdown']:.2%} | {r['success_rate']:.1%} "
               f"| {r['mean_steps']:.2f} | {r['train_seconds']:.0f} s |")
     if args.json:

@@ -1,1 +1,1 @@
-"""Criteria of the plugin (imported by the package ``__init__``: fairseq does not auto-import this folder)."""
+"""Criteria of the plugin; fairseq does not auto-import this folder: the task module imports the criterion."""

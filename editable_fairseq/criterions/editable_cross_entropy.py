@@ -36,10 +36,10 @@ from fairseq.criterions.label_smoothed_cross_entropy import (LabelSmoothedCrossE
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
-from editable_core import EDITORS, locality_kl
+from editable_core import EDITORS, locality_kl, make_editor, parse_learnable
 
 from ..decoder_split import EDITABLE_PARTS, split_for, unwrap_model
-from ..editing import build_editor, edit_translation
+from ..editing import HYPER_SHAPE, edit_translation
 
 _SUMMED_PER_EDIT = ("l_edit", "l_loc", "edit_success", "edit_steps")
 
@@ -67,6 +67,11 @@ class EditableCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
         metadata={"help": "what an edit may change: the final decoder layer, the penultimate one, or the "
                           "output projection"},
     )
+    edit_margin: float = field(
+        default=0.0,
+        metadata={"help": "added to l_e: 0 is the paper's constraint; a margin no edit reaches makes every edit "
+                          "take all k steps (for benchmarks)"},
+    )
 
 
 @register_criterion("editable_cross_entropy", dataclass=EditableCrossEntropyConfig)
@@ -82,7 +87,7 @@ class EditableCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
 
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  edit_coef=100.0, loc_coef=100.0, edit_max_steps=10, editor="rmsprop", edit_lr=1e-3,
-                 edit_learnable="auto", editable_layers="last"):
+                 edit_learnable="auto", editable_layers="last", edit_margin=0.0):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         if not hasattr(task, "edit_sample_for"):
             raise ValueError("--criterion editable_cross_entropy needs --task editable_translation "
@@ -100,9 +105,8 @@ class EditableCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         self.loc_coef = float(loc_coef)
         self.edit_max_steps = int(edit_max_steps)
         self.editable_layers = str(editable_layers)
-        self.editor = build_editor(str(editor), float(edit_lr), str(edit_learnable))
-        #: added to ``l_e`` (0 = the paper's constraint); benchmarks set it large to force all k steps
-        self.edit_margin = 0.0
+        self.editor = make_editor(str(editor), float(edit_lr), parse_learnable(str(edit_learnable)), shape=HYPER_SHAPE)
+        self.edit_margin = float(edit_margin)
 
     # --- checkpoints ------------------------------------------------------------------------------------
     def _flag_buffers(self) -> set[str]:
@@ -115,11 +119,9 @@ class EditableCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         ``None`` (a checkpoint trained with another criterion, e.g. a baseline restored for editable
         fine-tuning) keeps the freshly initialised editor.
         """
-        if state_dict is None:
-            return torch.nn.modules.module._IncompatibleKeys([], [])
         fixed = self._flag_buffers()
         merged = self.state_dict()
-        merged.update({k: v for k, v in state_dict.items() if k not in fixed})
+        merged.update({k: v for k, v in (state_dict or {}).items() if k not in fixed})
         return super().load_state_dict(merged, strict=strict, assign=assign)
 
     # --- the objective --------------------------------------------------------------------------------

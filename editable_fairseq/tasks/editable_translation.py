@@ -20,11 +20,16 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
-from ..checkpoints import load_checkpoint
+from ..checkpoints import allow_fairseq_broadcast_globals, allow_fairseq_checkpoint_globals, load_checkpoint
+from ..criterions import editable_cross_entropy  # noqa: F401  (registers the criterion this task trains with)
 from ..edit_samples import EditSample, read_edit_samples, unk_fraction
 from ..generation import DEFAULT_ALTERNATIVES, DEFAULT_TEMPERATURE, make_edit_samples
 
 logger = logging.getLogger(__name__)
+
+# fairseq-train --restore-file, fairseq-generate and the console tools load checkpoints weights-only
+allow_fairseq_checkpoint_globals()
+allow_fairseq_broadcast_globals()
 
 _VALID_CACHE_SIZE = 4096
 

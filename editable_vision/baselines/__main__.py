@@ -3,15 +3,13 @@ writes the figures as JSON. Errors are one line on stderr and exit status 1 (2 f
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from typing import Optional, Sequence
 
-from ..report import write_json
+from ..cli.options import emit, run
 from .analysis import run_analysis
-from .table3 import add_arguments, run_table3
 from .common import add_common
+from .table3 import add_arguments, run_table3
 
 PROG = "python -m editable_vision.baselines"
 
@@ -44,21 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        text, payload = args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError, KeyError, RuntimeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
-        if os.environ.get("EDITABLE_VISION_DEBUG"):
-            raise
-        return 1
-    print(text)
-    if args.json:
-        write_json(args.json, payload)
-        logging.getLogger("editable_vision.baselines").info("wrote %s", args.json)
-    return 0
+    return run(PROG, args, lambda a: emit(a, *a.func(a)))
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from editable_core import ControlSet, eval_mode
+from editable_core import ControlSet, eval_mode, make_editor
 
+from .. import report
 from ..api import VisionEditable
-from ..evaluate import EditSet, progress_bar
+from ..evaluate import EditSet, progress_bar, random_edit_set, with_editor
+from .common import setup
 
 
 @dataclass
@@ -189,21 +191,15 @@ def components_for(curve: np.ndarray, fraction: float) -> Optional[int]:
 def run_analysis(args) -> tuple[str, dict]:
     """The ``analysis`` command: the same edits on the plain model (edited with RMSProp) and the Editable
     Training model; writes the three PNGs into ``--plot-dir``; returns a summary table and the JSON payload."""
-    from .. import report
-    from ..api import build_editor
-    from ..evaluate import make_edit_set, with_editor
-    from .common import setup
-    from .table3 import _NumClasses
-
     if args.perplexity <= 0:
         raise ValueError(f"--perplexity must be > 0, got {args.perplexity}")
     if args.num_edits < 4:
         raise ValueError(f"--num-edits must be >= 4 for t-SNE and SVD, got {args.num_edits}")
     run = setup(args)
     num_classes = run.data.num_classes
-    models = {"Baseline": with_editor(run.trained("plain"), build_editor("rmsprop", args.editor_lr), "chain3"),
+    models = {"Baseline": with_editor(run.trained("plain"), make_editor("rmsprop", args.edit_lr), "chain3"),
               "Editable Training": run.trained("editable")}
-    edits = make_edit_set(_NumClasses(num_classes), run.images, args.num_edits, seed=args.seed + 9)
+    edits = random_edit_set(run.images, num_classes, args.num_edits, seed=args.seed + 9)
     edited_class = run.labels[edits.indices]
     analyses = {name: analyse_edits(model, run.images, run.labels, edits, edited_class,
                                     progress=not args.quiet, desc=name) for name, model in models.items()}

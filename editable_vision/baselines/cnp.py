@@ -6,29 +6,25 @@ A :class:`ConditionalClassifier` wraps a classifier made of named parts (``stem`
 linearly to the condition vector ``c`` (``[C_3]``, one value per chain-3 channel). Every later input is then
 classified as ``tail(h_3(x) + c)``; with ``c = 0`` the model is the plain classifier, exactly.
 
-Training (:func:`train_cnp`) minimises ``L_base(c = 0) + c_edit * L_edit + c_loc * L_loc`` (equation 2 with
-the condition vector in place of ``Edit(theta)``): random-target edits of training images, the edited passes in
-eval mode (as deployed) and the encoder always in eval mode (one image is too few for batch statistics).
+Training (:class:`CNPTrainer`, on the epoch loop of :mod:`editable_vision.train`) minimises
+``L_base(c = 0) + c_edit * L_edit + c_loc * L_loc`` (equation 2 with the condition vector in place of
+``Edit(theta)``): random-target edits of training images, the edited passes in eval mode (as deployed) and the
+encoder always in eval mode (one image is too few for batch statistics).
 """
 from __future__ import annotations
 
-import logging
-import math
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
-from tqdm.auto import tqdm
 
 from editable_core import classification_constraint, editable_objective, eval_mode
 
-from ..data import VisionData, loader, stack
+from ..data import VisionData, stack
 from ..models import build_model
-from ..train import TrainConfig
-
-logger = logging.getLogger(__name__)
+from ..train import EpochLoop, TrainConfig
 
 FORMAT = "editable_vision.baselines/cnp/1"
 
@@ -106,62 +102,56 @@ def cnp_loss(model: ConditionalClassifier, images: Tensor, labels: Tensor, edit_
                               c_loc=c_loc), l_e
 
 
+class CNPTrainer(EpochLoop):
+    """Trains backbone, encoder, embedding and projection jointly with Adam (``config.lr``, its schedule and
+    gradient clipping, ``config.max_batches`` per epoch): ``edits_per_batch`` random-target edits of training
+    images per batch, drawn from a generator seeded with ``config.seed``."""
+
+    label = "cnp"
+
+    def __init__(self, model: ConditionalClassifier, data: VisionData, config: TrainConfig, *,
+                 edits_per_batch: int = 1, device: str | torch.device = "cpu", progress: bool = True):
+        if edits_per_batch < 1:
+            raise ValueError(f"edits_per_batch must be >= 1, got {edits_per_batch}")
+        super().__init__(data, config, progress=progress)
+        self.device = torch.device(device)
+        self.model, self.edits_per_batch = model.to(self.device), edits_per_batch
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self._test = stack(data.test)
+
+    def train_step(self, images: Tensor, labels: Tensor) -> dict[str, float]:
+        self.model.train()
+        indices = torch.randint(len(self.data.train), (self.edits_per_batch,), generator=self.generator)
+        edit_image = torch.stack([self.data.train[int(j)][0] for j in indices]).to(self.device)
+        edit_target = torch.randint(self.model.num_classes, (self.edits_per_batch,), generator=self.generator)
+        objective, l_e = cnp_loss(self.model, images.to(self.device), labels.to(self.device), edit_image,
+                                  edit_target.to(self.device), c_edit=self.config.c_edit, c_loc=self.config.c_loc)
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.total.backward()
+        if self.config.max_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_norm)
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": objective.total.item(), "l_base": objective.l_base.item(),
+                "l_edit": objective.l_edit.item(), "l_loc": objective.l_loc.item(),
+                "edit_success": float((l_e <= 0).float().mean())}
+
+    @torch.no_grad()
+    def test_error(self) -> float:
+        images, labels = self._test
+        with eval_mode(self.model):
+            predictions = torch.cat([self.model(images[j:j + 256].to(self.device)).argmax(-1).cpu()
+                                     for j in range(0, len(images), 256)])
+        return (predictions != labels).float().mean().item()
+
+
 def train_cnp(model: ConditionalClassifier, data: VisionData, config: TrainConfig, *, edits_per_batch: int = 1,
               device: str | torch.device = "cpu", progress: bool = True) -> list[dict[str, float]]:
-    """Train backbone, encoder, embedding and projection jointly with Adam (``config.lr``, optional cosine
-    schedule and gradient clipping, ``config.max_batches`` per epoch), ``edits_per_batch`` random-target edits
-    of training images per batch; returns one record per epoch."""
-    if edits_per_batch < 1:
-        raise ValueError(f"edits_per_batch (--cnp-edits) must be >= 1, got {edits_per_batch}")
-    model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed)
-    test_images, test_labels = stack(data.test)
-    history, step = [], 0
-    for epoch in range(config.epochs):
-        order = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        batches = loader(data.train, config.batch_size, shuffle=True, generator=order,
-                         drop_last=len(data.train) > config.batch_size)
-        total = len(batches) if config.max_batches is None else min(len(batches), config.max_batches)
-        sums: dict[str, float] = {}
-        bar = tqdm(batches, total=total, desc=f"cnp epoch {epoch + 1}/{config.epochs}", disable=not progress,
-                   leave=False)
-        for i, (images, labels) in enumerate(bar):
-            if i >= total:
-                break
-            if config.schedule == "cosine":
-                factor = 0.5 * (1 + math.cos(math.pi * step / max(1, config.epochs * total)))
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * factor
-            model.train()
-            indices = torch.randint(len(data.train), (edits_per_batch,), generator=generator)
-            edit_image = torch.stack([data.train[int(j)][0] for j in indices]).to(device)
-            edit_target = torch.randint(model.num_classes, (edits_per_batch,), generator=generator).to(device)
-            objective, l_e = cnp_loss(model, images.to(device), labels.to(device), edit_image, edit_target,
-                                      c_edit=config.c_edit, c_loc=config.c_loc)
-            optimizer.zero_grad(set_to_none=True)
-            objective.total.backward()
-            if config.max_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_norm)
-            optimizer.step()
-            step += 1
-            stats = {"loss": objective.total.item(), "l_base": objective.l_base.item(),
-                     "l_edit": objective.l_edit.item(), "l_loc": objective.l_loc.item(),
-                     "edit_success": float((l_e <= 0).float().mean())}
-            if not math.isfinite(stats["loss"]):
-                raise FloatingPointError(f"CNP training diverged at step {step}: loss {stats['loss']}")
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{stats['loss']:.3f}")
-        bar.close()
-        with torch.no_grad(), eval_mode(model):
-            predictions = torch.cat([model(test_images[j:j + 256].to(device)).argmax(-1).cpu()
-                                     for j in range(0, len(test_images), 256)])
-        record = {k: v / max(total, 1) for k, v in sums.items()}
-        record.update(epoch=epoch + 1, test_error=(predictions != test_labels).float().mean().item())
-        logger.info("cnp epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
-        history.append(record)
-    return history
+    """Train ``model`` with a :class:`CNPTrainer`; returns one record per epoch."""
+    return CNPTrainer(model, data, config, edits_per_batch=edits_per_batch, device=device, progress=progress).fit()
 
 
 def cnp_payload(model: ConditionalClassifier, model_spec: dict[str, Any], input_shape: tuple[int, ...],

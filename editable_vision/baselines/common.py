@@ -15,8 +15,11 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ..api import VisionEditable, build_editor, load, resolve_device
-from ..checkpoint import write_checkpoint
+from editable_core import make_editor, save_atomically
+
+from ..api import VisionEditable
+from ..checkpoint import load
+from ..cli.options import resolve_device
 from ..data import DATASETS, TensorImages, VisionData, load_data, stack
 from ..models import build_model
 from ..train import TrainConfig, Trainer
@@ -48,11 +51,12 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     models.add_argument("--batch-size", type=int, default=64)
     models.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     models.add_argument("--max-batches", type=int, help="at most this many batches per epoch (quick runs)")
-    models.add_argument("--c-edit", type=float, default=0.1, help="weight of L_edit (Editable Training, CNP)")
-    models.add_argument("--c-loc", type=float, default=0.1, help="weight of L_loc (Editable Training, CNP)")
-    models.add_argument("--editor-lr", type=float, default=3e-4,
+    models.add_argument("--edit-coef", type=float, default=0.1, help="c_edit: weight of L_edit (Editable Training, "
+                                                                      "CNP)")
+    models.add_argument("--loc-coef", type=float, default=0.1, help="c_loc: weight of L_loc (Editable Training, CNP)")
+    models.add_argument("--edit-lr", type=float, default=3e-4,
                         help="RMSProp alpha (Editable Training and baseline edits; 3e-4 suits digits at width 8)")
-    models.add_argument("--max-steps", type=int, default=10, help="k, the most editor steps per edit")
+    models.add_argument("--edit-max-steps", type=int, default=10, help="k, the most editor steps per edit")
 
     run = parser.add_argument_group("run")
     run.add_argument("--num-edits", type=int, default=100, help="N, the number of independent edits")
@@ -93,8 +97,8 @@ class Setup:
 
     def config(self, mode: str) -> TrainConfig:
         a = self.args
-        return TrainConfig(mode=mode, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, c_edit=a.c_edit,
-                           c_loc=a.c_loc, schedule="cosine", seed=a.seed, max_batches=a.max_batches)
+        return TrainConfig(mode=mode, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, c_edit=a.edit_coef,
+                           c_loc=a.loc_coef, seed=a.seed, max_batches=a.max_batches)
 
     def _path(self, given: Optional[str], name: str) -> tuple[str, bool]:
         if given:
@@ -109,8 +113,8 @@ class Setup:
         path, exists = self._path(self.args.plain if mode == "plain" else self.args.editable, f"{mode}.pt")
         if not exists:
             torch.manual_seed(self.args.seed)
-            editor = build_editor("rmsprop", self.args.editor_lr, ("beta",) if mode == "editable" else False)
-            editable = VisionEditable(build_model(self.model_spec()), "chain3", editor, self.args.max_steps,
+            editor = make_editor("rmsprop", self.args.edit_lr, "auto" if mode == "editable" else False)
+            editable = VisionEditable(build_model(self.model_spec()), "chain3", editor, self.args.edit_max_steps,
                                       input_shape=self.data.input_shape)
             trainer = Trainer(editable, self.data, self.config(mode), model_spec=self.model_spec(),
                               data_spec=self.data_spec, device=self.device, progress=not self.args.quiet)
@@ -120,9 +124,10 @@ class Setup:
             logger.info("using the %s model %s", mode, path)
         return load(path, device=self.device)
 
-    def cnp(self) -> ConditionalClassifier:
-        """The Editable+CNP model: loaded, or trained and cached."""
-        path, exists = self._path(getattr(self.args, "cnp", None), "cnp.pt")
+    def cnp(self, given: Optional[str], edits_per_batch: int) -> ConditionalClassifier:
+        """The Editable+CNP model: loaded from ``given`` or the cache, or trained (``edits_per_batch``
+        random-target edits per batch) and cached."""
+        path, exists = self._path(given, "cnp.pt")
         if exists:
             logger.info("using the Editable+CNP model %s", path)
             return cnp_from_payload(torch.load(path, map_location=self.device, weights_only=True), self.device)
@@ -130,20 +135,20 @@ class Setup:
         model = ConditionalClassifier(build_model(self.model_spec()), self.data.num_classes, "chain3")
         logger.info("training the Editable+CNP model (%d epochs) -> %s", self.args.epochs, path)
         history = train_cnp(model, self.data, self.config("editable"),
-                            edits_per_batch=getattr(self.args, "cnp_edits", 1), device=self.device,
+                            edits_per_batch=edits_per_batch, device=self.device,
                             progress=not self.args.quiet)
         payload = cnp_payload(model, self.model_spec(), self.data.input_shape, self.data_spec)
         payload["history"] = history
-        write_checkpoint(path, payload)
+        save_atomically(payload, path)
         return model.eval()
 
 
 def setup(args: argparse.Namespace) -> Setup:
     """Check the shared options, load the data and the control set."""
-    for name in ("num_edits", "epochs", "width", "batch_size", "max_steps", "max_batches", "control_limit"):
-        positive("--" + name.replace("_", "-"), getattr(args, name))
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    for flag, value in (("--num-edits", args.num_edits), ("--epochs", args.epochs), ("--width", args.width),
+                        ("--batch-size", args.batch_size), ("--edit-max-steps", args.edit_max_steps),
+                        ("--max-batches", args.max_batches), ("--control-limit", args.control_limit)):
+        positive(flag, value)
     device = resolve_device(args.device)
     spec = {"name": args.data, "root": args.data_root, "test_dir": args.test_dir, "image_size": args.image_size,
             "channels": args.channels, "seed": 0}

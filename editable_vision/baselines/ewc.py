@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from editable_core import Editable, Editor, eval_mode
-from editable_core.editors import Params
+from editable_core.parameters import Params
 
 
 def fisher_diagonal(editable: Editable, images: Tensor, labels: Tensor, *, batch_size: int = 64) -> Params:
@@ -76,7 +76,7 @@ class EWCEditor(Editor):
         if not isinstance(editor, Editor):
             raise TypeError(f"editor must be an editable_core Editor, got {type(editor).__name__}")
         if not weight >= 0:
-            raise ValueError(f"the EWC weight (--ewc-weight) must be >= 0, got {weight!r}")
+            raise ValueError(f"the EWC weight must be >= 0, got {weight!r}")
         nn.Module.__init__(self)  # not Editor.__init__: the wrapped editor owns every hyper-parameter
         self.inner = editor
         self.name = f"{editor.name}+ewc"

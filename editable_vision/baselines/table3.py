@@ -10,9 +10,10 @@ import logging
 import time
 from typing import Any, Sequence
 
+from editable_core import make_editor
+
 from .. import report
-from ..evaluate import make_edit_set, with_editor
-from ..api import build_editor
+from ..evaluate import random_edit_set, with_editor
 from .common import Setup, add_common, setup
 from .dknn import POOLING
 from .ewc import EWCEditor, fisher_diagonal
@@ -69,19 +70,19 @@ def build_methods(run: Setup, names: Sequence[str], ks: Sequence[int]) -> list[E
     needs_plain = any(n in names for n in ("baseline", "baseline-gd", "gd-ewc", "rmsprop-ewc", "dknn"))
     plain = run.trained("plain") if needs_plain else None
     if "baseline" in names:
-        methods.append(GradientMethod(with_editor(plain, build_editor("rmsprop", a.editor_lr), "chain3"),
+        methods.append(GradientMethod(with_editor(plain, make_editor("rmsprop", a.edit_lr), "chain3"),
                                       "Baseline Training", "RMSProp"))
     if "baseline-gd" in names:
-        methods.append(GradientMethod(with_editor(plain, build_editor("gd", a.gd_lr), "chain3"),
+        methods.append(GradientMethod(with_editor(plain, make_editor("gd", a.gd_lr), "chain3"),
                                       "Baseline Training", "GD"))
     if "editable" in names:
         methods.append(GradientMethod(run.trained("editable"), "Editable Training", "RMSProp (trained)"))
     if "gd-ewc" in names or "rmsprop-ewc" in names:
         images, labels = run.train_arrays(a.fisher_samples)
         fisher = fisher_diagonal(plain, images.to(run.device), labels)
-        for name, title, lr in (("gd", "GD+EWC", a.gd_lr), ("rmsprop", "RMSProp+EWC", a.editor_lr)):
+        for name, title, lr in (("gd", "GD+EWC", a.gd_lr), ("rmsprop", "RMSProp+EWC", a.edit_lr)):
             if f"{name}-ewc" in names:
-                editor = EWCEditor(build_editor(name, lr), fisher, a.ewc_weight)
+                editor = EWCEditor(make_editor(name, lr), fisher, a.ewc_weight)
                 methods.append(GradientMethod(with_editor(plain, editor, "chain3"), "Baseline Training", title))
     if "dknn" in names:
         images, labels = run.train_arrays()
@@ -89,7 +90,7 @@ def build_methods(run: Setup, names: Sequence[str], ks: Sequence[int]) -> list[E
         for k in ks:
             methods.append(DkNNMethod(plain.module, images, labels, run.data.num_classes, k, layers, a.dknn_pool))
     if "cnp" in names:
-        methods.append(CNPMethod(run.cnp()))
+        methods.append(CNPMethod(run.cnp(a.cnp, a.cnp_edits)))
     return methods
 
 
@@ -117,7 +118,7 @@ def run_table3(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     methods = build_methods(run, names, ks)
     trained = time.perf_counter() - start
     # the same edits for every method: control-set images with uniformly random targets (section 4.1)
-    edits = make_edit_set(_NumClasses(run.data.num_classes), run.images, args.num_edits, seed=args.seed + 9)
+    edits = random_edit_set(run.images, run.data.num_classes, args.num_edits, seed=args.seed + 9)
     rows = []
     for method in methods:
         began = time.perf_counter()
@@ -132,9 +133,3 @@ def run_table3(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
                "setup_seconds": trained, "rows": rows}
     return markdown(rows), payload
 
-
-class _NumClasses:
-    """Stands in for a model in ``make_edit_set`` (random targets need only the number of classes)."""
-
-    def __init__(self, num_classes: int):
-        self.num_classes = num_classes

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editable_core import EDITORS, Adam, Editable, Interval, Positive, RMSProp, make_editor
+from editable_core import EDITORS, Adam, Editable, Interval, Positive, RMSProp, make_editor, parse_learnable
 
 from .conftest import least_likely
 
@@ -75,7 +75,7 @@ def test_learnable_selects_which_hyper_parameters_train():
     editor = RMSProp(lr=1e-3, beta=0.5, learnable=("beta",))
     assert [n for n, _ in editor.named_parameters()] == ["beta.raw"]
     assert set(editor.state_dict()) == {"lr.raw", "beta.raw"}  # fixed ones still travel with checkpoints
-    with pytest.raises(ValueError, match="unknown learnable hyper-parameter"):
+    with pytest.raises(ValueError, match="unknown hyper-parameter"):
         RMSProp(learnable=("mu",))
 
 
@@ -86,3 +86,34 @@ def test_bad_hyper_parameter_values_are_rejected():
         Interval(0.05, 0.1, 1.0)
     with pytest.raises(ValueError, match="unknown editor 'sgd'"):
         make_editor("sgd")
+
+
+def test_make_editor_chooses_what_is_learnable():
+    def learned(editor):
+        return sorted(n for n, _ in editor.named_parameters())
+
+    assert learned(make_editor("rmsprop", 1e-3, "auto")) == ["beta.raw"]  # all but alpha, as in the paper
+    assert learned(make_editor("rmsprop", 1e-3, False)) == []
+    assert learned(make_editor("adam", 1e-3, True)) == ["beta1.raw", "beta2.raw", "lr.raw"]
+    assert learned(make_editor("momentum", 1e-3, ["mu"])) == ["mu.raw"]
+    assert learned(make_editor("gd", 1e-3, "auto")) == []
+    assert make_editor("momentum").lr().item() == pytest.approx(1e-2)  # the editor's own default alpha
+    with pytest.raises(ValueError, match=r"learnable names unknown hyper-parameter\(s\) \['mu'\]"):
+        make_editor("rmsprop", 1e-3, ["mu"])
+    with pytest.raises(ValueError, match="learnable must be True, False, 'auto' or a list"):
+        make_editor("rmsprop", 1e-3, "beta")
+    with pytest.raises(ValueError, match="unknown editor 'sgd'"):
+        make_editor("sgd")
+
+
+def test_parse_learnable_reads_the_command_line_spelling():
+    assert [parse_learnable(t) for t in ("auto", "none", "", "all", "beta1, beta2")] == [
+        "auto", False, False, True, ("beta1", "beta2")]
+
+
+def test_the_shape_option_changes_only_how_the_raw_value_is_stored():
+    flat, vector = make_editor("rmsprop", 1e-3, "auto"), make_editor("rmsprop", 1e-3, "auto", shape=(1,))
+    assert flat.beta.raw.shape == () and vector.beta.raw.shape == (1,) and vector.lr.raw.shape == (1,)
+    assert vector.beta().shape == () and vector.beta().item() == flat.beta().item()
+    with pytest.raises(ValueError, match="shape must hold one element"):
+        Positive(1.0, shape=(2,))

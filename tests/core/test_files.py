@@ -24,6 +24,20 @@ def test_save_atomically_round_trips_and_creates_the_folder(tmp_path):
     assert os.listdir(path.parent) == ["model.pt"]
 
 
+def test_a_payload_that_cannot_be_pickled_keeps_the_old_file(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_atomically({"value": torch.ones(2)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("cannot pickle")
+
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        save_atomically({"value": Unpicklable()}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["value"], torch.ones(2))
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+
+
 def test_append_mode_is_refused(tmp_path):
     with pytest.raises(ValueError, match="mode must be"):
         with atomic_open(tmp_path / "x", "a"):

@@ -39,15 +39,6 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300, check: bool = True
     return proc
 
 
-@pytest.fixture(scope="package", autouse=True)
-def one_torch_thread():
-    """The tiny models here run fastest on one thread, and a shared CPU punishes oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY_ARCH = ["--arch", "transformer_iwslt_de_en", "--encoder-layers", "2", "--decoder-layers", "2",
              "--encoder-embed-dim", "64", "--decoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
              "--decoder-ffn-embed-dim", "128", "--encoder-attention-heads", "2", "--decoder-attention-heads", "2"]
@@ -106,7 +97,7 @@ def toy_dictionary():
 
 def make_toy_task(**cfg_overrides):
     """An ``editable_translation`` task over in-memory toy dictionaries (no data files)."""
-    import editable_fairseq  # noqa: F401  (registers the task and criterion)
+    import editable_fairseq.tasks  # noqa: F401  (registers the task and criterion)
     from editable_fairseq.tasks.editable_translation import EditableTranslationConfig, EditableTranslationTask
 
     cfg = EditableTranslationConfig(data="unused", source_lang="de", target_lang="en", seed=1, **cfg_overrides)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import editable_fairseq  # noqa: F401  (allow-lists what fairseq checkpoints need, for torch.load below)
+import editable_fairseq.tasks  # noqa: F401  (allow-lists what fairseq checkpoints need, for torch.load below)
 
 from .conftest import TINY_ARCH, cli, run_cli
 

@@ -58,6 +58,15 @@ def test_edit_terms_weigh_c_over_sample_size_per_token(fresh_toy, tmp_path):
     assert twice - base_twice == pytest.approx((once - base_once) / 2, rel=1e-4)
 
 
+def test_an_edit_margin_no_edit_reaches_makes_every_edit_take_k_steps(editable):
+    task, model, _, sample = editable
+    forced = EditableCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=0.1, edit_max_steps=3,
+                                           edit_margin=1e6)
+    model.eval()
+    _, _, log = forced(model, sample)
+    assert log["edit_steps"] == 3 and log["edit_success"] == 0.0
+
+
 def test_edit_terms_train_the_encoder_and_the_editor(editable):
     task, model, criterion, sample = editable
     model.train()

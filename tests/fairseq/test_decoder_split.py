@@ -104,5 +104,5 @@ def test_unsupported_cuts_are_clear_errors():
         DecoderSplit(build_tiny_model(task, decoder_layers=1), "penultimate")
     with pytest.raises(ValueError, match="must be one of"):
         DecoderSplit(tied, "first")
-    with pytest.raises(ValueError, match="decoder-layerdrop"):
+    with pytest.raises(ValueError, match="decoder_layerdrop"):
         DecoderSplit(build_tiny_model(task, decoder_layerdrop=0.1), "last")

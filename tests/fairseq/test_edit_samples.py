@@ -47,7 +47,7 @@ def test_a_malformed_line_is_an_error_naming_file_and_line(tmp_path, vocab, bad_
 def test_too_long_sequences_and_missing_or_empty_files_are_errors(tmp_path, vocab):
     path = tmp_path / "edits.tsv"
     path.write_text("ich sieht .\ti sees .\tyou sees you sees .\n")
-    with pytest.raises(ValueError, match=r"edits.tsv:1: alternative 1 has 6 tokens .* --max-target-positions 5"):
+    with pytest.raises(ValueError, match=r"edits.tsv:1: alternative 1 has 6 tokens .* max_target_positions 5"):
         read_edit_samples(str(path), vocab, vocab, max_target_positions=5)
     with pytest.raises(FileNotFoundError, match="missing.tsv"):
         read_edit_samples(str(tmp_path / "missing.tsv"), vocab, vocab)

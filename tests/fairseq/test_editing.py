@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editable_core import RMSProp, sequence_constraint
+from editable_core import RMSProp, make_editor, sequence_constraint
 from editable_fairseq.decoder_split import split_for
 from editable_fairseq.edit_samples import EditSample, collate_edit
-from editable_fairseq.editing import (apply_translation_edit, build_editor, edit_translation, editor_from_checkpoint,
+from editable_fairseq.editing import (HYPER_SHAPE, apply_translation_edit, edit_translation, editor_from_checkpoint,
                                       score_sequences, sequence_scores, translation_constraint)
 from editable_fairseq.generation import beam_alternatives
 
@@ -28,7 +28,8 @@ def test_one_edit_makes_the_target_outscore_every_alternative(fresh_toy, part, l
     for sample in losing_edits(fresh_toy):
         before = score_sequences(model, sample)
         assert len(sample.alternatives) == 31 and (before[1:] > before[0]).any(), "the edit must be needed"
-        result = edit_translation(model, sample, build_editor("rmsprop", lr), part=part, max_steps=10)
+        editor = make_editor("rmsprop", lr, "auto", shape=HYPER_SHAPE)
+        result = edit_translation(model, sample, editor, part=part, max_steps=10)
         assert result.success and 1 <= result.steps <= 10 and result.l_e.item() <= 0
         with apply_translation_edit(model, result.params, part=part):
             after = score_sequences(model, sample)  # the model's ordinary forward, not the suffix path
@@ -66,7 +67,7 @@ def test_pairwise_constraint_equals_the_max_over_all_alternatives_with_the_same_
 def test_gradient_reaches_encoder_and_editor_through_the_edit(fresh_toy):
     model = fresh_toy.model.eval()
     sample = losing_edits(fresh_toy, count=1)[0]
-    editor = build_editor("rmsprop", 1e-3)  # beta learnable
+    editor = make_editor("rmsprop", 1e-3, "auto", shape=HYPER_SHAPE)  # beta learnable
     result = edit_translation(model, sample, editor, max_steps=10, create_graph=True)
     assert result.steps >= 2
     # the edited parameters are a differentiable function of the encoder (through l_e's gradients) ...
@@ -82,7 +83,7 @@ def test_gradient_reaches_encoder_and_editor_through_the_edit(fresh_toy):
 
 
 def test_editor_hyper_parameters_can_be_restored_from_a_checkpoint_state():
-    editor = build_editor("rmsprop", 3e-4)
+    editor = make_editor("rmsprop", 3e-4, "auto", shape=HYPER_SHAPE)
     with torch.no_grad():
         editor.beta.raw.fill_(1.25)
     state = {"cfg": {"criterion": {"_name": "editable_cross_entropy", "editor": "rmsprop", "edit_lr": 3e-4,
@@ -91,17 +92,11 @@ def test_editor_hyper_parameters_can_be_restored_from_a_checkpoint_state():
     restored, cfg = editor_from_checkpoint(state)
     assert restored.beta().item() == pytest.approx(editor.beta().item())
     assert restored.lr().item() == pytest.approx(3e-4) and cfg["edit_lr"] == 3e-4
-    with pytest.raises(ValueError, match="not trained with --criterion editable_cross_entropy"):
+    with pytest.raises(ValueError, match="not trained with the criterion editable_cross_entropy"):
         editor_from_checkpoint({"cfg": {"criterion": {"_name": "label_smoothed_cross_entropy"}}})
 
 
-def test_editor_flags_choose_what_is_learnable():
-    assert [n for n, _ in build_editor("rmsprop").named_parameters()] == ["beta.raw"]
-    assert [n for n, _ in build_editor("rmsprop", learnable="none").named_parameters()] == []
-    assert sorted(n for n, _ in build_editor("adam", learnable="all").named_parameters()) == [
-        "beta1.raw", "beta2.raw", "lr.raw"]
-    assert [n for n, _ in build_editor("gd").named_parameters()] == []
-    with pytest.raises(ValueError, match="has no hyper-parameter"):
-        build_editor("rmsprop", learnable="mu")
-    with pytest.raises(ValueError, match="--editor must be one of"):
-        build_editor("sgd")
+def test_plugin_editors_store_hyper_parameters_as_one_element_vectors():
+    editor = make_editor("rmsprop", 1e-3, "auto", shape=HYPER_SHAPE)
+    assert [(n, tuple(p.shape)) for n, p in editor.named_parameters()] == [("beta.raw", (1,))]
+    assert editor.beta().shape == () and editor.lr().shape == ()

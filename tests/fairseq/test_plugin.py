@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import editable_fairseq
+import editable_fairseq.tasks  # noqa: F401  (registers the task and the criterion)
 from editable_fairseq.checkpoints import SAFE_CHECKPOINT_GLOBALS
 
 
@@ -39,7 +40,7 @@ def test_flags_have_the_documented_names_defaults_and_choices():
         ("e.tsv", 32, 1.2, None)
     assert (args.edit_coef, args.loc_coef, args.edit_max_steps, args.editor, args.edit_lr) == \
         (100.0, 100.0, 10, "rmsprop", 1e-3)
-    assert args.editable_layers == "penultimate"
+    assert (args.editable_layers, args.edit_margin, args.edit_learnable) == ("penultimate", 0.0, "auto")
     with pytest.raises(SystemExit):
         parser.parse_args(["data-bin", "--editable-layers", "first"])
     help_text = parser.format_help()

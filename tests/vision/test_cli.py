@@ -14,7 +14,7 @@ import torch
 
 from editable_core import ControlSet
 from editable_vision import load
-from editable_vision.cli import main
+from editable_vision.cli import main, resolve_device
 from editable_vision.data import load_digits, stack
 from editable_vision.evaluate import evaluate, make_edit_set
 
@@ -117,7 +117,7 @@ def test_evaluate_table2_in_process(runs, capsys):
 
 def test_edit_command_and_errors(runs, capsys):
     d = runs[0]
-    result = cli("edit", "--checkpoint", str(d / "plain.pt"), "--index", "0", "--label", "3", "--editor-lr", "0.01",
+    result = cli("edit", "--checkpoint", str(d / "plain.pt"), "--index", "0", "--label", "3", "--edit-lr", "0.01",
                  "--out", str(d / "edited.pt"), "--threads", "1", "--quiet", "--json", str(d / "edit.json"))
     assert result["label"] == 3 and result["part"] == "chain3"
     assert result["success"] == (result["prediction_after"] == 3)
@@ -146,3 +146,10 @@ def test_help(command, capsys):
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     assert "--json" in text and "--device" in text and "--workers" in text
+
+
+def test_device_flag_falls_back_to_cpu_and_refuses_missing_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device cuda:0: CUDA is not available"):
+        resolve_device("cuda:0")

@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editable_core import ControlSet, apply_edit
+from editable_core import ControlSet, apply_edit, make_editor
 from editable_vision.data import stack
-from editable_vision.evaluate import (best_rows, evaluate, generalisation, make_edit_set, sequential_curves,
-                                      sweep, with_editor)
-from editable_vision.api import build_editor
+from editable_vision.evaluate import (best_rows, evaluate, generalisation, make_edit_set, random_edit_set,
+                                      sequential_curves, sweep, with_editor)
 from editable_vision.targets import match_rank_targets, rank_distribution, true_class_ranks
 
 
@@ -58,7 +57,7 @@ def test_sweep_rows_and_tuning_rule(trained, control):
         ("gd", 1e-2, "all"), ("gd", 1e-1, "all"), ("rmsprop", 1e-3, "all"), ("rmsprop", 1e-2, "all")]
     # each row is what a fresh evaluation with that editor, lr and part gives
     row = rows[3]
-    again = with_editor(trained, build_editor("rmsprop", 1e-2), "chain3")
+    again = with_editor(trained, make_editor("rmsprop", 1e-2), "chain3")
     direct = evaluate(again, ControlSet(again, images, labels), edits, progress=False)
     assert row.metrics == direct
     best = best_rows(rows, lambda r: (r.editor,), min_success=0.5)
@@ -106,3 +105,13 @@ def test_generalisation_and_match_ranks(trained, control, digits):
         make_edit_set(trained, images, 500)
     with pytest.raises(ValueError, match="need a rank distribution"):
         make_edit_set(trained, images, 2, targets="match-ranks")
+
+
+def test_random_edit_sets_need_no_model_and_match_the_models_own(trained, control):
+    images, _ = control
+    alone = random_edit_set(images, trained.num_classes, 7, seed=5)
+    drawn = make_edit_set(trained, images, 7, seed=5)
+    assert torch.equal(alone.indices, drawn.indices) and torch.equal(alone.targets, drawn.targets)
+    assert torch.equal(alone.images, images[alone.indices]) and int(alone.targets.max()) < trained.num_classes
+    with pytest.raises(ValueError, match="num_edits must be in 1..120"):
+        random_edit_set(images, 10, 0)

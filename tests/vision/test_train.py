@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from editable_vision import TrainConfig, Trainer
-from editable_vision.checkpoint import module_state, read_checkpoint, write_checkpoint
+from editable_vision.checkpoint import module_state, read_checkpoint
 from editable_vision.train import kl_to_teacher
 
 from .conftest import SPEC, tiny_trainer
@@ -105,17 +105,3 @@ def test_resume_needs_a_training_checkpoint(digits, tmp_path):
     save(trainer.editable, str(tmp_path / "model.pt"), SPEC)
     with pytest.raises(ValueError, match="no training state to resume"):
         Trainer.resume(str(tmp_path / "model.pt"), digits)
-
-
-def test_checkpoint_write_is_atomic(tmp_path):
-    path = tmp_path / "ckpt.pt"
-    write_checkpoint(path, {"format": "editable_vision/1", "value": torch.ones(2)})
-
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("cannot pickle")
-
-    with pytest.raises(RuntimeError, match="cannot pickle"):
-        write_checkpoint(path, {"format": "editable_vision/1", "value": Unpicklable()})
-    assert torch.equal(torch.load(path, weights_only=True)["value"], torch.ones(2))  # the old file is intact
-    assert os.listdir(tmp_path) == ["ckpt.pt"]  # and no temporary file is left behind

@@ -68,7 +68,8 @@ def test_train_cnp_and_checkpoint_round_trip(tmp_path):
     data = VisionData(TensorImages(images[:32], labels[:32]), TensorImages(images[32:], labels[32:]), 4,
                       (1, 8, 8), lambda x: x, "toy", lambda x: x)
     model, _ = _model()
-    config = TrainConfig(mode="editable", epochs=2, batch_size=16, lr=3e-3, c_edit=1.0, c_loc=0.1, seed=0)
+    config = TrainConfig(mode="editable", epochs=2, batch_size=16, lr=3e-3, c_edit=1.0, c_loc=0.1, seed=0,
+                         schedule="constant")
     history = train_cnp(model, data, config, progress=False)
     assert [h["epoch"] for h in history] == [1, 2] and all(0 <= h["test_error"] <= 1 for h in history)
     loaded = cnp_from_payload(cnp_payload(model, SPEC, (1, 8, 8)))

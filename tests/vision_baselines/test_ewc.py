@@ -91,7 +91,7 @@ def test_fisher_matches_per_example_autograd():
 
 def test_bad_inputs_give_clear_errors():
     anchor, fisher, _ = _tensors()
-    with pytest.raises(ValueError, match="--ewc-weight"):
+    with pytest.raises(ValueError, match="EWC weight must be >= 0"):
         EWCEditor(GradientDescent(), fisher, -1.0)
     with pytest.raises(TypeError, match="Editor"):
         EWCEditor(torch.optim.SGD, fisher, 1.0)

@@ -21,13 +21,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-from editable_core import EditResult, summarize
+from editable_core import EditResult, atomic_open, summarize
 
+from ..edit_samples import read_edit_samples
+from ..editing import apply_translation_edit, edit_translation
+from ..prepare.text import TextCodec
+from .common import add_edit_arguments, check_edit_arguments, edit_settings, load_for_tools, run_tool
 from .decoding import SentenceBatches, corpus_bleu, make_generator, references, subset_indices
-from .edit_samples import read_edit_samples
-from .editing import apply_translation_edit, edit_translation
-from .text import TextCodec
-from .tools import add_edit_arguments, check_edit_arguments, edit_settings, load_for_tools, run_tool
 
 logger = logging.getLogger(__name__)
 PROG = "editable-fairseq-evaluate"
@@ -105,7 +105,8 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str]
         bleus.append(edited)
     metrics = summarize(base, bleus, results)
     return Row(label, path, base, metrics.drawdown, metrics.drawdown_se, metrics.success_rate, metrics.mean_steps,
-               len(results), len(indices), settings.lr, settings.max_steps, settings.part, time.perf_counter() - start, outcomes)
+               len(results), len(indices), settings.lr, settings.max_steps, settings.part, time.perf_counter() - start,
+               outcomes)
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -145,10 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def evaluate(args: argparse.Namespace) -> list[Row]:

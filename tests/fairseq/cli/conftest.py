@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.fairseq.conftest import TINY_ARCH, run_cli
-from tests.scripts.test_prepare_corpus import sentence_pairs, write_ding
+from tests.fairseq.prepare.test_corpus import sentence_pairs, write_ding
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCRIPTS = ROOT / "scripts"
 #: fairseq-train flags of the tiny CPU recipe (appended to the scripts' IWSLT recipe, so they win)
 TINY_TRAIN = [*TINY_ARCH, "--cpu", "--dropout", "0.1", "--lr", "3e-3", "--warmup-updates", "20", "--max-tokens", "2000",
@@ -25,14 +24,6 @@ def run_script(name: str, *args: str, cwd: Path, check: bool = True, timeout: fl
     """Run ``scripts/NAME`` with this environment's console tools first on PATH."""
     env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return run_cli(["bash", str(SCRIPTS / name), *map(str, args)], cwd=cwd, check=check, env=env, timeout=timeout)
-
-
-@pytest.fixture(scope="package", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

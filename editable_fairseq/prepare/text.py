@@ -46,10 +46,13 @@ class TextCodec:
         raw = " ".join(raw.replace("\u2019", "'").split())  # typographic apostrophes as in the IWSLT recipe
         return self._tokenizer.tokenize(raw, return_str=True, escape=True).lower()
 
+    def split_words(self, tokens: str) -> str:
+        """Apply BPE to an already tokenised, lowercased sentence (unchanged without BPE codes)."""
+        return self._bpe.process_line(tokens).strip() if self._bpe is not None else tokens
+
     def encode(self, raw: str) -> str:
         """Tokenise, lowercase and apply BPE: the space-separated word-pieces the model reads."""
-        tokens = self.tokenize(raw)
-        return self._bpe.process_line(tokens).strip() if self._bpe is not None else tokens
+        return self.split_words(self.tokenize(raw))
 
     def decode(self, pieces: str) -> str:
         """Remove BPE and detokenise (unescaping Moses entities): what sacrebleu scores."""

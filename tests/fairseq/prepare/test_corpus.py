@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from editable_fairseq.corpus import is_full_sentence, keep_for_training, read_ding_pairs, read_iwslt14, split_pairs
-from editable_fairseq.text import TextCodec, remove_bpe
+from editable_fairseq.prepare.corpus import (is_full_sentence, keep_for_training, read_ding_pairs, read_iwslt14,
+                                             split_pairs)
+from editable_fairseq.prepare.text import TextCodec, remove_bpe
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SUBJECTS = [("Der Hund", "The dog"), ("Meine Schwester", "My sister"), ("Das Kind", "The child"),
             ("Unser Nachbar", "Our neighbour"), ("Die Lehrerin", "The teacher"), ("Ein Mann", "A man")]
 VERBS = [("sieht", "sees"), ("kauft", "buys"), ("findet", "finds"), ("liest", "reads"), ("malt", "paints")]
@@ -152,3 +153,10 @@ def test_scripts_explain_usage_and_missing_inputs(tmp_path):
     assert proc.returncode != 0 and "DING_FILE" in proc.stderr and "is not a file" in proc.stderr
     proc = run_script("prepare-iwslt14.sh", str(tmp_path / "out"), "100", str(tmp_path / "missing.tgz"))
     assert proc.returncode != 0 and "missing.tgz" in proc.stderr
+
+
+def test_corpus_preparation_imports_no_fairseq():
+    code = ("import sys, editable_fairseq.prepare.corpus; "
+            "print(sorted(m for m in sys.modules if m.startswith('fairseq')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -9,7 +9,7 @@ Two sources:
   ``examples/translation/prepare-iwslt14.sh`` does (valid = every 23rd training line; test = dev2010,
   dev2012, tst2010-2012), with sacremoses and subword-nmt in place of the perl scripts.
 
-``prepare`` then tokenises and lowercases (:class:`~editable_fairseq.text.TextCodec`), cleans the training
+``prepare`` then tokenises and lowercases (:class:`~editable_fairseq.prepare.text.TextCodec`), cleans the training
 pairs, learns a joint BPE and writes ``{train,valid,test}.{de,en}`` (word-pieces), ``code`` (BPE codes) and
 ``raw/{split}.{de,en}`` (the untouched sentences).
 """
@@ -164,7 +164,7 @@ def prepare(splits: dict[str, list[Pair]], out_dir: str | Path, bpe_merges: int,
     codecs = {lang: TextCodec(lang, codes) for lang in LANGS}
     for split, pairs in tokenized.items():
         for i, lang in enumerate(LANGS):
-            _write(out / f"{split}.{lang}", (codecs[lang]._bpe.process_line(p[i]).strip() for p in pairs))
+            _write(out / f"{split}.{lang}", (codecs[lang].split_words(p[i]) for p in pairs))
     return {split: len(pairs) for split, pairs in tokenized.items()}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.fairseq.conftest import run_cli
-from tests.scripts.test_prepare_corpus import sentence_pairs, write_ding
+from tests.fairseq.prepare.test_corpus import sentence_pairs, write_ding
 
 from .conftest import SCRIPTS
 
@@ -24,7 +24,8 @@ def test_demo_prints_the_table_a_worked_edit_and_the_stage_timings(tmp_path):
     proc = run_cli(["bash", str(SCRIPTS / "demo.sh"), str(tmp_path / "work")], cwd=tmp_path, env=env, timeout=1200)
     out = proc.stdout
     assert "| Training procedure | Test BLEU | BLEU Drawdown | Success rate | Num Steps |" in out
-    for row in ("Baseline training, α=1e-3", "Editable, c_edit=c_loc=100, α=1e-3", "Editable, c_edit=c_loc=100, α=3e-4"):
+    for row in ("Baseline training, α=1e-3", "Editable, c_edit=c_loc=100, α=1e-3",
+                "Editable, c_edit=c_loc=100, α=3e-4"):
         assert f"| {row} |" in out
     assert "success: True" in out and (tmp_path / "work" / "patched.pt").is_file()
     worked = out[out.index("## One worked edit"):]

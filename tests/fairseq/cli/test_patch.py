@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import editable_fairseq  # noqa: F401
-from editable_fairseq.text import TextCodec
+import editable_fairseq.tasks  # noqa: F401
+from editable_fairseq.prepare.text import TextCodec
 
 from tests.fairseq.conftest import cli, run_cli
 

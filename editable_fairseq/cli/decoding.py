@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .text import TextCodec
+from ..prepare.text import TextCodec
 
 logger = logging.getLogger(__name__)
 

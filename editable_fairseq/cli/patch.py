@@ -24,13 +24,13 @@ from torch import Tensor
 
 from editable_core import save_atomically
 
-from .checkpoints import allow_fairseq_checkpoint_globals
+from ..checkpoints import allow_fairseq_checkpoint_globals
+from ..edit_samples import EditSample
+from ..editing import apply_translation_edit, edit_translation
+from ..generation import beam_alternatives
+from ..prepare.text import TextCodec
+from .common import add_edit_arguments, check_edit_arguments, edit_settings, load_for_tools, run_tool
 from .decoding import make_generator, translate_tokens
-from .edit_samples import EditSample
-from .editing import apply_translation_edit, edit_translation
-from .generation import beam_alternatives
-from .text import TextCodec
-from .tools import add_edit_arguments, check_edit_arguments, edit_settings, load_for_tools, run_tool
 
 logger = logging.getLogger(__name__)
 PROG = "editable-fairseq-patch"

@@ -16,9 +16,9 @@ import os
 import random
 from typing import Optional
 
-from .edit_samples import write_edit_samples
-from .generation import DEFAULT_ALTERNATIVES, DEFAULT_TEMPERATURE, make_edit_samples
-from .tools import load_for_tools, run_tool
+from ..edit_samples import write_edit_samples
+from ..generation import DEFAULT_ALTERNATIVES, DEFAULT_TEMPERATURE, make_edit_samples
+from .common import load_for_tools, run_tool
 
 logger = logging.getLogger(__name__)
 PROG = "editable-fairseq-make-edits"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import editable_fairseq  # noqa: F401  (allow-lists what fairseq checkpoints need, for torch.load below)
+import editable_fairseq.tasks  # noqa: F401  (allow-lists what fairseq checkpoints need, for torch.load below)
 from editable_fairseq.edit_samples import read_edit_samples
 
 from .conftest import run_script

@@ -1,7 +1,8 @@
 """What the console tools share: loading a checkpoint with its task, choosing the editor, reporting errors.
 
-A checkpoint is read once (:func:`load_for_tools`), so the patch tool can write the same state back with
-only the edited tensors changed.
+:func:`load_for_tools` loads a checkpoint through fairseq (its config becomes omegaconf objects) and builds its
+task and model; the patch tool reads the file a second time, as saved, to write it back with only the edited
+tensors changed.
 """
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from fairseq import tasks
 from torch import nn
 
-from .checkpoints import load_checkpoint
-from .editing import build_editor, editor_from_checkpoint
+from editable_core import EDITORS, make_editor, parse_learnable
+
+from ..checkpoints import load_checkpoint
+from ..decoder_split import EDITABLE_PARTS
+from ..editing import HYPER_SHAPE, editor_from_checkpoint
+from ..tasks import editable_translation  # noqa: F401  (registers the task editable checkpoints name)
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +41,6 @@ class Loaded:
 
 def load_for_tools(path: str, data: Optional[str] = None) -> Loaded:
     """Load ``path`` and build its task (dictionaries from ``data``, default the checkpoint's) and model."""
-    from fairseq import tasks
-
-    import editable_fairseq  # noqa: F401  (registers editable_translation, which editable checkpoints name)
-
     state = load_checkpoint(path)
     cfg = state.get("cfg")
     if cfg is None or "model" not in state:
@@ -95,7 +97,7 @@ def edit_settings(state: dict, editor: Optional[str] = None, lr: Optional[float]
         if name == cfg.get("editor", DEFAULT_EDITOR) and lr is None:
             chosen = trained
         else:  # another editor or alpha: fresh, keeping the learned hyper-parameters where they still apply
-            chosen = build_editor(name, alpha, cfg.get("edit_learnable", "auto"))
+            chosen = make_editor(name, alpha, parse_learnable(cfg.get("edit_learnable", "auto")), shape=HYPER_SHAPE)
             if name == cfg.get("editor", DEFAULT_EDITOR):
                 learned = {k: v for k, v in trained.state_dict().items() if not k.startswith("lr.")}
                 chosen.load_state_dict({**chosen.state_dict(), **learned})
@@ -103,16 +105,12 @@ def edit_settings(state: dict, editor: Optional[str] = None, lr: Optional[float]
         return EditSettings(chosen, alpha, steps, part or cfg.get("editable_layers", DEFAULT_PART),
                             float(cfg.get("loc_coef", 100.0)))
     alpha = float(lr if lr is not None else DEFAULT_EDIT_LR)
-    return EditSettings(build_editor(editor or DEFAULT_EDITOR, alpha, "none"), alpha,
+    return EditSettings(make_editor(editor or DEFAULT_EDITOR, alpha, False, shape=HYPER_SHAPE), alpha,
                         max_steps or DEFAULT_MAX_STEPS, part or DEFAULT_PART, None)
 
 
 def add_edit_arguments(parser) -> None:
     """Flags choosing the edit (each defaults to the checkpoint's own for an editable checkpoint)."""
-    from editable_core import EDITORS
-
-    from .decoder_split import EDITABLE_PARTS
-
     group = parser.add_argument_group("edit (default: the checkpoint's own when it was trained editable)")
     group.add_argument("--editor", choices=sorted(EDITORS), default=None,
                        help=f"the optimiser that edits (default {DEFAULT_EDITOR})")

@@ -8,14 +8,15 @@ import random
 import pytest
 import sacrebleu
 import torch
+from fairseq import checkpoint_utils
 from sacremoses import MosesDetokenizer
 
-import editable_fairseq  # noqa: F401
-from editable_fairseq.checkpoints import load_models
-from editable_fairseq.edit_samples import read_edit_samples
-from editable_fairseq.editing import apply_translation_edit, build_editor, edit_translation, editor_from_checkpoint
+import editable_fairseq.tasks  # noqa: F401  (registers the task; allow-lists what fairseq checkpoints pickle)
+from editable_core import make_editor
 from editable_fairseq.checkpoints import load_checkpoint
-from editable_fairseq.text import remove_bpe
+from editable_fairseq.edit_samples import read_edit_samples
+from editable_fairseq.editing import HYPER_SHAPE, apply_translation_edit, edit_translation, editor_from_checkpoint
+from editable_fairseq.prepare.text import remove_bpe
 
 from tests.fairseq.conftest import cli, run_cli
 
@@ -38,7 +39,8 @@ def _bleu(model, task, indices, references) -> float:
 def test_evaluator_numbers_agree_with_a_direct_recomputation(pipeline, row):
     result = json.loads((pipeline.evaluation / "results.json").read_text())["rows"][row]
     path = (pipeline.baseline, pipeline.editable)[row]
-    models, _, task = load_models([str(path)], arg_overrides={"data": str(pipeline.data)})
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(path)],
+                                                                    arg_overrides={"data": str(pipeline.data)})
     model = models[0].eval()
     task.load_dataset("test")
     indices = sorted(random.Random(1).sample(range(len(task.dataset("test"))), 30))  # --test-size 30, --seed 1
@@ -48,7 +50,7 @@ def test_evaluator_numbers_agree_with_a_direct_recomputation(pipeline, row):
         assert _bleu(model, task, indices, references) == pytest.approx(result["test_bleu"], abs=1e-6)
 
     if row == 0:  # a normally trained model: RMSProp, alpha 1e-3, nothing learned
-        editor = build_editor("rmsprop", 1e-3, "none")
+        editor = make_editor("rmsprop", 1e-3, False, shape=HYPER_SHAPE)
     else:         # the editor Editable Training learned (beta) at the checkpoint's alpha
         editor, _ = editor_from_checkpoint(load_checkpoint(str(path)))
     samples = read_edit_samples(str(pipeline.edits / "eval.tsv"), task.src_dict, task.tgt_dict)

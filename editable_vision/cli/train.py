@@ -1,0 +1,137 @@
+"""``train`` (a classifier from scratch: plain or Editable Training, 4.1) and ``finetune`` (Editable
+Fine-Tuning or distillation of a trained model, 4.3): each prints the epoch history."""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Optional
+
+import torch
+
+from editable_core import make_editor, parse_learnable
+
+from .. import report
+from ..api import VisionEditable
+from ..checkpoint import editable_from_checkpoint, read_checkpoint
+from ..data import VisionData, stack
+from ..models import ARCHS, build_model, with_extra_layer
+from ..targets import rank_distribution
+from ..train import FINETUNE_DEFAULTS, TrainConfig, Trainer
+from .options import (add_data_options, add_run_options, add_training_options, csv, data_spec_from_args, emit,
+                      open_data, resolve_device)
+
+TRAIN_DEFAULTS = TrainConfig(mode="editable")
+FINETUNE = TrainConfig(mode="finetune", **FINETUNE_DEFAULTS)
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="train from scratch: plain baseline or Editable Training (4.1)",
+                                description="Train a classifier from scratch: the plain baseline (cross-entropy) "
+                                            "or Editable Training (equation 2, one random-target edit per batch).")
+    train.add_argument("--mode", choices=("plain", "editable"), default=TRAIN_DEFAULTS.mode)
+    train.add_argument("--arch", choices=ARCHS, default="cifar_resnet18")
+    train.add_argument("--width", type=int, default=64, help="cifar_resnet18 channels of chain 1 (64 = paper)")
+    add_data_options(train), add_training_options(train, TRAIN_DEFAULTS, "chain3"), add_run_options(train)
+    train.set_defaults(command_function=cmd_train)
+
+    tune = commands.add_parser("finetune", help="Editable Fine-Tuning or distillation of a trained model (4.3)",
+                               description="Fine-tune a trained model with L_base = KL(original || model): "
+                                           "Editable Fine-Tuning (with the edit terms) or the distillation-only "
+                                           "baseline. SGD, momentum 0.9, separate learning rates.")
+    tune.add_argument("--mode", choices=("editable", "distill"), default="editable")
+    source = tune.add_mutually_exclusive_group()
+    source.add_argument("--from", dest="source", metavar="CKPT", help="start from this checkpoint")
+    source.add_argument("--arch", choices=("resnet18", "densenet169"), help="start from a torchvision model")
+    tune.add_argument("--weights", help="torchvision weights name (e.g. IMAGENET1K_V1, if available locally) "
+                                        "or a state-dict file, for --arch")
+    tune.add_argument("--extra-layer", type=int, default=4096, metavar="HIDDEN",
+                      help="add the extra residual layer with this many hidden units (0: none)")
+    tune.add_argument("--lr-extra", type=float, default=FINETUNE.lr_extra,
+                      help="SGD learning rate of the extra layer and the editor's hyper-parameters")
+    tune.add_argument("--momentum", type=float, default=FINETUNE.momentum)
+    tune.add_argument("--freeze", default="", help="comma list of parts kept fixed (no gradient, eval-mode BN)")
+    add_data_options(tune, default=None), add_training_options(tune, FINETUNE, None), add_run_options(tune)
+    tune.set_defaults(command_function=cmd_finetune)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    if args.resume:
+        return _resume(args)
+    torch.manual_seed(args.seed)
+    data_spec = data_spec_from_args(args)
+    data = open_data(data_spec, args.download)
+    model_spec = {"arch": args.arch, "width": args.width, "num_classes": data.num_classes,
+                  "in_channels": data.input_shape[0]}
+    _fit(args, build_model(model_spec), model_spec, data, data_spec, _config(args, args.mode))
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    if args.resume:
+        return _resume(args)
+    torch.manual_seed(args.seed)
+    model, model_spec, saved_data = _finetune_source(args)  # before the data, as the seed's first use
+    data_spec = data_spec_from_args(args, saved_data)
+    data = open_data(data_spec, args.download)
+    config = _config(args, "finetune" if args.mode == "editable" else "distill", lr_extra=args.lr_extra,
+                     momentum=args.momentum, freeze=csv(args.freeze))
+    _fit(args, model, model_spec, data, data_spec, config)
+
+
+def _config(args: argparse.Namespace, mode: str, **finetuning: Any) -> TrainConfig:
+    return TrainConfig(mode=mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       weight_decay=args.weight_decay, c_edit=args.edit_coef, c_loc=args.loc_coef,
+                       targets=args.targets, max_norm=args.max_norm or None, schedule=args.schedule, seed=args.seed,
+                       max_batches=args.max_batches, **finetuning)
+
+
+def _fit(args: argparse.Namespace, model: torch.nn.Module, model_spec: dict[str, Any], data: VisionData,
+         data_spec: dict[str, Any], config: TrainConfig) -> None:
+    device = resolve_device(args.device)
+    part = args.part or ("extra" if model_spec.get("extra_layer") else "chain3")
+    editor = make_editor(args.editor, args.edit_lr, parse_learnable(args.edit_learnable))
+    editable = VisionEditable(model, part, editor, args.edit_max_steps, input_shape=data.input_shape)
+    rank_probs = None
+    if config.targets == "match-ranks":
+        images, labels = stack(data.train, workers=args.workers)
+        rank_probs = rank_distribution(editable.to(device).logits(images), labels.to(device), smoothing=0.5)
+    trainer = Trainer(editable, data, config, model_spec=model_spec, data_spec=data_spec, device=device,
+                      workers=args.workers, rank_probs=rank_probs, progress=not args.quiet)
+    _report(args, trainer)
+
+
+def _resume(args: argparse.Namespace) -> None:
+    payload = read_checkpoint(args.out)
+    data = open_data(payload["data"], args.download)
+    _report(args, Trainer.resume(args.out, data, device=resolve_device(args.device), workers=args.workers,
+                                 epochs=args.epochs, progress=not args.quiet))
+
+
+def _report(args: argparse.Namespace, trainer: Trainer) -> None:
+    trainer.fit(args.out)
+    history = trainer.history
+    keys = [k for k in ("epoch", "loss", "l_base", "l_edit", "l_loc", "edit_steps", "test_error", "editor_beta",
+                        "seconds") if history and k in history[0]]
+    rows = [[f"{h[k]:.4g}" if isinstance(h[k], float) else h[k] for k in keys] for h in history]
+    text = report.markdown_table(keys, rows) + f"\n\ncheckpoint: {args.out}"
+    emit(args, text, {"checkpoint": args.out, "config": trainer.state_dict()["trainer"]["config"],
+                      "model_spec": trainer.model_spec, "history": history})
+
+
+def _finetune_source(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], Optional[dict]]:
+    """The model to fine-tune: a checkpoint's, or torchvision's (optionally with ImageNet weights)."""
+    if args.source:
+        payload = read_checkpoint(args.source)
+        model = editable_from_checkpoint(payload).module
+        spec, saved_data = dict(payload["model_spec"]), payload.get("data")
+    elif args.arch:
+        saved_data = None
+        if args.data is None:
+            raise ValueError("fine-tuning a torchvision model needs --data (e.g. folder --data-root ... )")
+        spec = {"arch": args.arch, "num_classes": 1000}
+        model = build_model(spec, weights=args.weights)
+    else:
+        raise ValueError("say what to fine-tune: --from CHECKPOINT or --arch resnet18/densenet169")
+    if args.extra_layer:
+        if spec.get("extra_layer"):
+            raise ValueError("the model already has an extra layer; pass --extra-layer 0")
+        model, spec["extra_layer"] = with_extra_layer(model, args.extra_layer), args.extra_layer
+    return model, spec, saved_data
