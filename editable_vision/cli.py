@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from editable_core import ControlSet
+from editable_core import ControlSet, parse_backprop
 
 from . import report
 from .api import VisionEditable, build_editor, resolve_device
@@ -59,10 +59,21 @@ def _editor(parser: argparse.ArgumentParser, part: Optional[str], c_default: flo
     group.add_argument("--learnable", default="beta",
                        help="comma list of editor hyper-parameters trained with the model ('' for none)")
     group.add_argument("--max-steps", type=int, default=10, help="k, the most editor steps per edit")
+    group.add_argument("--backprop", type=_backprop, default="full",
+                       help="outer gradient through the edit: full (equation 2, exact), truncated:M (exact through "
+                            "the last M editor steps only) or first_order (no second-order terms; cheapest)")
     group.add_argument("--c-edit", type=float, default=c_default, help="weight of L_edit")
     group.add_argument("--c-loc", type=float, default=c_default, help="weight of L_loc")
     group.add_argument("--targets", default="random", choices=("random", "match-ranks"),
                        help="edit targets during training")
+
+
+def _backprop(text: str) -> str:
+    try:
+        parse_backprop(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _training(parser: argparse.ArgumentParser, lr: float, epochs: int) -> None:
@@ -226,7 +237,8 @@ def cmd_train(args: argparse.Namespace, finetune: bool = False) -> None:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_extra=getattr(args, "lr_extra", 1e-3),
             momentum=getattr(args, "momentum", 0.9), weight_decay=args.weight_decay, c_edit=args.c_edit,
             c_loc=args.c_loc, targets=args.targets, freeze=_csv(getattr(args, "freeze", "")),
-            max_norm=args.max_norm or None, schedule=args.schedule, seed=args.seed, max_batches=args.max_batches)
+            max_norm=args.max_norm or None, schedule=args.schedule, backprop=args.backprop, seed=args.seed,
+            max_batches=args.max_batches)
         rank_probs = None
         if config.targets == "match-ranks":
             images, labels = stack(data.train, workers=args.workers)
