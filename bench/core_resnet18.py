@@ -15,6 +15,7 @@ edit10_over_10_suffix_passes and peak_memory_ratio (exact mode), and for each ch
 editable_step_over_plain_step_<mode> and peak_memory_ratio_<mode> (``truncated:2`` -> ``truncated_2``).
 
     python bench/core_resnet18.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--modes first_order,truncated:2]
+    python bench/core_resnet18.py --profile full   # torch.profiler table of one editable step, then exit
 """
 from __future__ import annotations
 
@@ -85,6 +86,20 @@ def edit_latency(editable: Editable, x_edit, y_edit, repeats: int, device: torch
     return interleaved_medians({"edit10": edit10, "suffix10": suffix_passes10}, repeats, device, warmup=2)
 
 
+def profile(editable_step, plain_step) -> None:
+    """One plain and one editable step under ``torch.profiler`` (after a warm-up of each): the ops by self time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    plain_step()
+    editable_step()
+    for name, step in (("plain", plain_step), ("editable", editable_step)):
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        print(f"{name} step:")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -92,10 +107,12 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--modes", default="first_order,truncated:1,truncated:2",
                         help="comma list of cheaper backprop modes to measure beside the exact one")
+    parser.add_argument("--profile", metavar="MODE", help="print the torch.profiler table of one editable step "
+                        "(k=10 forced) with this backprop mode, and exit")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # child mode: 'plain' or a backprop mode
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
-    for mode in modes:
+    for mode in modes + ([args.profile] if args.profile else []):
         try:
             parse_backprop(mode)
         except ValueError as error:
@@ -104,6 +121,9 @@ def main() -> None:
     device = torch.device(args.device)
 
     editable, x_edit, y_edit, plain_step, editable_step = setup(device)
+    if args.profile:
+        profile(functools.partial(editable_step, 10, args.profile), plain_step)
+        return
     if args.memory_of:
         step = plain_step if args.memory_of == "plain" else functools.partial(editable_step, 10, args.memory_of)
         print(json.dumps({"peak_bytes": peak_step_memory(step, device)}))

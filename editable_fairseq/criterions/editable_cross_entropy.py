@@ -17,6 +17,9 @@ One training forward:
 3. the edited pass over the batch: only the suffix, replayed on the recorded input with the recorded
    RNG state (same dropout masks), so ``L_loc`` is exactly 0 when the edit changed nothing.
 
+``--edit-backprop`` picks the outer gradient through step 2: ``full`` (exact), ``truncated:M`` or
+``first_order`` (cheaper; they drop second-order terms, see ``editable_core.parse_backprop``).
+
 The logged ``loss``/``nll_loss`` are the plain label-smoothed ones (comparable with a baseline run);
 ``objective`` is the optimised total per token (base 2, like ``loss``), ``l_edit``, ``l_loc``, ``edit_success`` and
 ``edit_steps`` are per edit, and ``editor_<name>`` the editor's learnable hyper-parameters.
