@@ -7,6 +7,8 @@ Reports, with fairseq's own Trainer (forward, backward, Adam update) and the IWS
       (RMSProp editor, beta learnable, k=10, 32 alternatives, final decoder layer editable) over one
       update with ``label_smoothed_cross_entropy``; same batch, same initial weights. Every edit inside
       the editable update is forced to take all k=10 steps (the worst case) unless ``--natural-steps``.
+      Measured for the exact gradient (``--edit-backprop full``) and for each cheaper ``--modes`` entry
+      (``truncated:M``, ``first_order``), all interleaved in this one process.
   (b) ``edit10_ms``: one inference edit (no graph, eval mode) forced to take 10 RMSProp steps, with
       32 alternatives, on a trained model: ``--checkpoint`` (with its ``--data``), or else the model
       trained by the updates of (a), whose cost per step is the same.
@@ -18,12 +20,15 @@ types, fairseq's prepare-iwslt14.sh); sentences and edit sequences are 25 tokens
 
     python bench/fairseq_transformer.py [--repeats 3] [--threads 2] [--data DIR --checkpoint PT --edits TSV]
 
-The last output line is one JSON object with the keys editable_update_over_plain_update and edit10_ms.
+The last output line is one JSON object with the keys editable_update_over_plain_update (exact),
+editable_update_over_plain_update_<mode> for each cheaper mode (``truncated:2`` -> ``truncated_2``) and
+edit10_ms (an inference edit builds no graph, so its latency is the same in every mode).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import logging
 import os
@@ -34,6 +39,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+
+from editable_core import parse_backprop
 
 ROOT = Path(__file__).resolve().parent.parent
 IWSLT14_DICT_SIZES = {"de": 8848, "en": 6632}
@@ -130,6 +137,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--alternatives", type=int, default=32, help="k alternatives per edit")
     parser.add_argument("--edit-max-steps", type=int, default=10, help="k editor steps")
+    parser.add_argument("--modes", default="first_order,truncated:2",
+                        help="comma list of cheaper --edit-backprop modes to time beside the exact one")
     parser.add_argument("--natural-steps", action="store_true",
                         help="let edits inside the update stop when satisfied instead of forcing k steps")
     parser.add_argument("--data", help="fairseq data-bin (dictionaries and a real batch) instead of synthetic")
@@ -138,6 +147,12 @@ def main(argv: Optional[list[str]] = None) -> dict:
     args = parser.parse_args(argv)
     if (args.data is None) != (args.edits is None) or (args.checkpoint and not args.data):
         parser.error("--data and --edits go together, and --checkpoint needs them")
+    modes = [m for m in args.modes.split(",") if m]
+    for mode in modes:
+        try:
+            parse_backprop(mode)
+        except ValueError as error:
+            parser.error(f"--modes: {error}")
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)  # fairseq's INFO lines would drown the report
 
@@ -161,14 +176,20 @@ def main(argv: Optional[list[str]] = None) -> dict:
         torch.manual_seed(1)
         model = task_e.build_model(cfg_e.model)
         plain = make_trainer(cfg_p, task_p, copy.deepcopy(model))
-        editable = make_trainer(cfg_e, task_e, model)
-        steps_taken: list[float] = []
+        trainers = {}
+        for mode in modes:
+            cfg_m, task_m = build(data, edits, [*editable_args, "--edit-backprop", mode], [])
+            trainers[f"editable_{mode}"] = make_trainer(cfg_m, task_m, copy.deepcopy(model))
+        editable = trainers["editable"] = make_trainer(cfg_e, task_e, model)
+        steps_taken: dict[str, list[float]] = {name: [] for name in trainers}
 
-        def editable_update():
-            out = editable.train_step([sample])
-            steps_taken.append(out["edit_steps"] if out and "edit_steps" in out else float("nan"))
+        def editable_update(name):
+            out = trainers[name].train_step([sample])
+            steps_taken[name].append(out["edit_steps"] if out and "edit_steps" in out else float("nan"))
 
-        times = interleaved_medians({"plain": lambda: plain.train_step([sample]), "editable": editable_update},
+        order = ["editable", *(f"editable_{mode}" for mode in modes)]
+        updates = {name: functools.partial(editable_update, name) for name in order}
+        times = interleaved_medians({"plain": lambda: plain.train_step([sample]), **updates},
                                     repeats=args.repeats, warmup=1)
         plain_s, editable_s = statistics.median(times["plain"]), statistics.median(times["editable"])
 
@@ -199,7 +220,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     report = {
         "device": "cpu", "threads": args.threads, "batch_target_tokens": int(sample["ntokens"]),
         "batch_sentences": int(sample["nsentences"]), "alternatives": args.alternatives,
-        "max_steps": args.edit_max_steps, "edit_steps_in_updates": steps_taken,
+        "max_steps": args.edit_max_steps, "edit_steps_in_updates": steps_taken["editable"],
         "plain_update_s": round(plain_s, 3), "editable_update_s": round(editable_s, 3),
         "plain_update_times_s": [round(t, 3) for t in times["plain"]],
         "editable_update_times_s": [round(t, 3) for t in times["editable"]],
@@ -207,10 +228,16 @@ def main(argv: Optional[list[str]] = None) -> dict:
         "editable_update_over_plain_update": round(editable_s / plain_s, 3),
         "edit10_ms": round(1000 * statistics.median(latencies), 1),
     }
+    summary = {"editable_update_over_plain_update": report["editable_update_over_plain_update"]}
+    for mode in modes:
+        key, mode_s = mode.replace(":", "_"), statistics.median(times[f"editable_{mode}"])
+        report[f"editable_update_s_{key}"] = round(mode_s, 3)
+        report[f"edit_steps_in_updates_{key}"] = steps_taken[f"editable_{mode}"]
+        report[f"editable_update_over_plain_update_{key}"] = summary[f"editable_update_over_plain_update_{key}"] = \
+            round(mode_s / plain_s, 3)
     for key, value in report.items():
         print(f"{key}: {value}")
-    print(json.dumps({"editable_update_over_plain_update": report["editable_update_over_plain_update"],
-                      "edit10_ms": report["edit10_ms"]}))
+    print(json.dumps({**summary, "edit10_ms": report["edit10_ms"]}))
     return report
 
 

@@ -4,7 +4,7 @@ Imports only torch. The fairseq plugin (``editable_fairseq``) and the vision pac
 build on it.
 """
 from .constraints import classification_constraint, sequence_constraint, sequence_log_prob
-from .edit import EditResult, edit
+from .edit import EditResult, edit, parse_backprop
 from .editable import Editable, eval_mode
 from .files import atomic_open, save_atomically
 from .editors import (EDITORS, Adam, Editor, GradientDescent, Learnable, Momentum, RMSProp, RProp,
@@ -23,6 +23,7 @@ __all__ = [
     "ScaledGradientDescent", "apply_edit", "atomic_open", "call", "classification_constraint",
     "classification_error", "drawdown", "drawdown_standard_error", "edit", "editable_objective",
     "editable_training_loss", "eval_mode", "evaluate_edits", "locality_kl", "make_editor", "mean_steps",
-    "parse_learnable", "save_atomically", "select_parameters", "sequence_constraint", "sequence_log_prob",
+    "parse_backprop", "parse_learnable", "save_atomically", "select_parameters", "sequence_constraint",
+    "sequence_log_prob",
     "sequential_edit_curve", "success_rate", "summarize",
 ]

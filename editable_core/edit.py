@@ -5,6 +5,10 @@ steps are spent. With ``create_graph=True`` every step stays in the autograd gra
 result back-propagates into ``theta`` and into the editor's learnable hyper-parameters (Editable
 Training); with ``create_graph=False`` the loop is the cheap inference path: one forward and one
 first-order backward per step, no graph kept between steps.
+
+``backprop`` chooses how much of that graph Editable Training differentiates (see :func:`parse_backprop`):
+``"full"`` is equation (2) exactly; ``"truncated:m"`` and ``"first_order"`` drop second-order terms, as
+meta-learning's truncated back-propagation and first-order MAML do, for a cheaper outer gradient.
 """
 from __future__ import annotations
 
@@ -44,52 +48,111 @@ class EditResult:
         return self.l_e.clamp_min(0).mean()
 
 
+def parse_backprop(backprop: str) -> int | None:
+    """How many editor steps the outer gradient differentiates exactly: ``None`` for all of them.
+
+    * ``"full"``: every step (equation 2): ``d theta_hat / d theta`` through each ``g_t = grad l_e(theta_t)``.
+    * ``"truncated:m"`` (``m >= 1``): only the last ``m`` steps; the earlier ones count as
+      ``theta_{t+1} = theta_t - update(g_t)`` with ``g_t`` a constant, i.e. they drop the Hessian terms
+      ``d g_t / d theta_t`` (the edited model's dependence on how ``theta`` shapes those gradients).
+      An edit of at most ``m`` steps is exact; ``m >= k`` is ``"full"``.
+    * ``"first_order"`` (``m = 0``): every ``g_t`` is a constant, so ``d theta_hat / d theta = I`` and
+      ``L_edit``, ``L_loc`` are differentiated at ``theta_hat`` only. The editor's learnable
+      hyper-parameters still get the gradient of the update formula, with the ``g_t`` held fixed.
+    """
+    if isinstance(backprop, str):
+        if backprop == "full":
+            return None
+        if backprop == "first_order":
+            return 0
+        head, _, m = backprop.partition(":")
+        if head == "truncated" and m.isdigit() and int(m) >= 1:
+            return int(m)
+    raise ValueError(f"backprop must be 'full', 'first_order' or 'truncated:m' with an integer m >= 1 "
+                     f"(e.g. 'truncated:2'), got {backprop!r}")
+
+
 def check_max_steps(max_steps: int) -> None:
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps (k) must be an integer >= 1, got {max_steps!r}")
 
 
 def edit(constraint_fn: ConstraintFn, params: Params, editor: Editor, *, max_steps: int = 10,
-         create_graph: bool = False) -> EditResult:
+         create_graph: bool = False, backprop: str = "full") -> EditResult:
     """Run ``Edit^k(theta, l_e)``.
 
     constraint_fn: maps ``{name: tensor}`` (the editable parameters) to ``l_e``, ``[num_constraints]``.
     params: the starting values ``theta`` of the editable parameters. They are never modified.
     max_steps: ``k``, the most editor steps to take.
     create_graph: keep the graph through all steps (Editable Training); otherwise a no-graph edit.
+    backprop: with ``create_graph``, which second-order terms the graph keeps (:func:`parse_backprop`).
+    The edited values are the same in every mode; only their derivatives differ.
 
     A non-finite ``l_e`` stops the edit: it fails and returns the starting ``params`` unchanged.
     """
     check_max_steps(max_steps)
+    exact = parse_backprop(backprop)
     if not params:
         raise ValueError("nothing to edit: the parameter dict is empty")
-    names = list(params)
-    if create_graph:
-        current = {k: p if p.requires_grad else p.detach().requires_grad_() for k, p in params.items()}
-    else:
-        current = {k: p.detach().requires_grad_() for k, p in params.items()}
-    state = editor.init(current)
+    if not create_graph:
+        return _edit_without_graph(constraint_fn, params, editor, max_steps)
+    start = {k: p if p.requires_grad else p.detach().requires_grad_() for k, p in params.items()}
+    names = list(start)
+    current, state, seen = start, editor.init(start), []
 
     with torch.enable_grad():  # an edit differentiates, whatever the caller's grad mode
         for step in range(max_steps + 1):
             l_e = constraint_fn(current).reshape(-1)
             if not bool(torch.isfinite(l_e).all()):
-                logger.warning("edit stopped at step %d: l_e is not finite (%s); the edit failed and the "
-                               "parameters are left as they were", step, l_e.detach().tolist())
-                return EditResult(dict(params), False, l_e, step)
+                return _non_finite(params, l_e, step)
+            done = bool((l_e <= 0).all())
+            if done or step == max_steps:
+                break
+            # steps past the first m are first order: their gradient is a constant of the graph
+            second_order = exact is None or step < exact
+            grads = dict(zip(names, torch.autograd.grad(l_e.clamp_min(0).sum(), [current[k] for k in names],
+                                                        create_graph=second_order, allow_unused=True,
+                                                        materialize_grads=True)))
+            if exact is not None and exact > 0:
+                seen.append({k: g.detach() for k, g in grads.items()})
+            current, state = editor.update(grads, state, current)
+        if exact is not None and 0 < exact < step:
+            # truncated, and the edit took more than m steps: the first step - m steps become first
+            # order (replayed from their recorded gradients, no model pass), the last m exact
+            current, state = start, editor.init(start)
+            for grads in seen[:step - exact]:
+                current, state = editor.update(grads, state, current)
+            for _ in range(exact):
+                l_e = constraint_fn(current).reshape(-1)
+                grads = torch.autograd.grad(l_e.clamp_min(0).sum(), [current[k] for k in names],
+                                            create_graph=True, allow_unused=True, materialize_grads=True)
+                current, state = editor.update(dict(zip(names, grads)), state, current)
+            l_e = constraint_fn(current).reshape(-1)
+    return EditResult(current, done, l_e, step)
+
+
+def _non_finite(params: Params, l_e: Tensor, step: int) -> EditResult:
+    logger.warning("edit stopped at step %d: l_e is not finite (%s); the edit failed and the "
+                   "parameters are left as they were", step, l_e.detach().tolist())
+    return EditResult(dict(params), False, l_e, step)
+
+
+def _edit_without_graph(constraint_fn: ConstraintFn, params: Params, editor: Editor, max_steps: int) -> EditResult:
+    """The inference edit: one forward and one first-order backward per step, results detached."""
+    names = list(params)
+    current = {k: p.detach().requires_grad_() for k, p in params.items()}
+    state = editor.init(current)
+    with torch.enable_grad():
+        for step in range(max_steps + 1):
+            l_e = constraint_fn(current).reshape(-1)
+            if not bool(torch.isfinite(l_e).all()):
+                return _non_finite(params, l_e, step)
             done = bool((l_e <= 0).all())
             if done or step == max_steps:
                 break
             grads = torch.autograd.grad(l_e.clamp_min(0).sum(), [current[k] for k in names],
-                                        create_graph=create_graph, allow_unused=True, materialize_grads=True)
-            grads = dict(zip(names, grads))
-            if create_graph:
-                current, state = editor.update(grads, state, current)
-            else:
-                with torch.no_grad():
-                    current, state = editor.update(grads, state, current)
-                current = {k: p.requires_grad_() for k, p in current.items()}
-
-    if not create_graph:
-        current, l_e = {k: p.detach() for k, p in current.items()}, l_e.detach()
-    return EditResult(current, done, l_e, step)
+                                        allow_unused=True, materialize_grads=True)
+            with torch.no_grad():
+                current, state = editor.update(dict(zip(names, grads)), state, current)
+            current = {k: p.requires_grad_() for k, p in current.items()}
+    return EditResult({k: p.detach() for k, p in current.items()}, done, l_e.detach(), step)

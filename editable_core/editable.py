@@ -90,12 +90,13 @@ class Editable(nn.Module):
 
     def edit(self, inputs: Any, targets: Tensor, *, params: Optional[Params] = None,
              create_graph: bool = False, max_steps: Optional[int] = None,
-             constraint: Optional[Constraint] = None) -> EditResult:
+             constraint: Optional[Constraint] = None, backprop: str = "full") -> EditResult:
         """Edit so that ``constraint(model(inputs), targets) <= 0`` for every row.
 
         inputs, targets: one or several edits (a batch of constraints that must all hold).
         params: start from these editable tensors instead of the module's (for sequences of edits).
         create_graph: keep the graph for Editable Training (see :func:`editable_core.edit.edit`).
+        backprop: which second-order terms that graph keeps (:func:`editable_core.edit.parse_backprop`).
         The module itself is never modified; use :meth:`apply` to deploy the result.
         """
         constraint = constraint or self.constraint
@@ -103,7 +104,8 @@ class Editable(nn.Module):
             features = self.features(inputs)
         start = dict(params) if params is not None else self.editable_parameters()
         return edit(lambda p: constraint(self.head(features, p), targets), start, self.editor,
-                    max_steps=self.max_steps if max_steps is None else max_steps, create_graph=create_graph)
+                    max_steps=self.max_steps if max_steps is None else max_steps, create_graph=create_graph,
+                    backprop=backprop)
 
     def apply(self, result: EditResult | Params) -> AppliedEdit:
         """Write an edit into the module in place; the returned handle's ``undo()`` reverts it exactly."""

@@ -84,8 +84,10 @@ class Editor(nn.Module):
         """One editor step: returns ``(new_params, new_state)``; ``grads`` has the keys of ``params``."""
         raise NotImplementedError
 
-    def _value(self, hyper: nn.Module, like: Tensor) -> Tensor:
-        return hyper().to(dtype=like.dtype, device=like.device)
+
+def _like(value: Tensor, like: Tensor) -> Tensor:
+    """A hyper-parameter's value (computed once per update) in the dtype and device of ``like``."""
+    return value.to(dtype=like.dtype, device=like.device)
 
 
 class GradientDescent(Editor):
@@ -94,7 +96,8 @@ class GradientDescent(Editor):
     name = "gd"
 
     def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
-        return {k: p - self._value(self.lr, p) * grads[k] for k, p in params.items()}, state
+        lr = self.lr()
+        return {k: p - _like(lr, p) * grads[k] for k, p in params.items()}, state
 
 
 class ScaledState(NamedTuple):
@@ -113,7 +116,8 @@ class ScaledGradientDescent(Editor):
         if state is None:  # the first step: ||g_0||
             norm = torch.sqrt(sum(g.pow(2).sum() for g in grads.values()))
             state = ScaledState(inv_norm=1.0 / (norm + 1e-12))
-        new = {k: p - self._value(self.lr, p) * state.inv_norm.to(p.dtype) * grads[k] for k, p in params.items()}
+        lr = self.lr() * state.inv_norm
+        new = {k: p - _like(lr, p) * grads[k] for k, p in params.items()}
         return new, state
 
 
@@ -123,7 +127,8 @@ class RProp(Editor):
     name = "rprop"
 
     def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
-        return {k: p - self._value(self.lr, p) * torch.sign(grads[k]) for k, p in params.items()}, state
+        lr = self.lr()
+        return {k: p - _like(lr, p) * torch.sign(grads[k]) for k, p in params.items()}, state
 
 
 class RMSPropState(NamedTuple):
@@ -149,14 +154,17 @@ class RMSProp(Editor):
         self.eps = float(eps)
 
     def update(self, grads: Params, state: Optional[RMSPropState], params: Params) -> tuple[Params, RMSPropState]:
-        if state is None:  # the first step: rms_0 = g_0^2
-            rms = {k: g * g for k, g in grads.items()}
-        else:
-            rms = {}
-            for k, g in grads.items():
-                beta = self._value(self.beta, g)
-                rms[k] = beta * state.rms[k] + (1 - beta) * g * g
-        new = {k: p - self._value(self.lr, p) * grads[k] / torch.sqrt(rms[k] + self.eps) for k, p in params.items()}
+        # each hyper-parameter is computed once per step, and the update takes as few passes over the
+        # (large) parameter tensors as it can: every pass is also a node the outer backward runs twice
+        lr, beta = self.lr(), self.beta()
+        rms, new = {}, {}
+        for k, p in params.items():
+            g = grads[k]
+            square = g * g
+            # the first step: rms_0 = g_0^2; then beta * rms + (1 - beta) * g^2, in one pass
+            rms[k] = square if state is None else torch.lerp(square, state.rms[k], _like(beta, g))
+            # theta - alpha * g / sqrt(rms + eps)
+            new[k] = torch.addcmul(p, g, torch.rsqrt(rms[k] + self.eps) * _like(lr, p), value=-1)
         return new, RMSPropState(rms)
 
 
@@ -178,7 +186,8 @@ class Momentum(Editor):
         return MomentumState({k: torch.zeros_like(p) for k, p in params.items()})
 
     def update(self, grads: Params, state: MomentumState, params: Params) -> tuple[Params, MomentumState]:
-        nu = {k: self._value(self.lr, g) * g + self._value(self.mu, g) * state.nu[k] for k, g in grads.items()}
+        lr, mu = self.lr(), self.mu()
+        nu = {k: _like(lr, g) * g + _like(mu, g) * state.nu[k] for k, g in grads.items()}
         return {k: p - nu[k] for k, p in params.items()}, MomentumState(nu)
 
 
@@ -210,13 +219,14 @@ class Adam(Editor):
 
     def update(self, grads: Params, state: AdamState, params: Params) -> tuple[Params, AdamState]:
         t = state.step + 1
+        lr, beta1, beta2 = self.lr(), self.beta1(), self.beta2()
         m, v, new = {}, {}, {}
         for k, g in grads.items():
-            b1, b2 = self._value(self.beta1, g), self._value(self.beta2, g)
+            b1, b2 = _like(beta1, g), _like(beta2, g)
             m[k] = b1 * state.m[k] + (1 - b1) * g
             v[k] = b2 * state.v[k] + (1 - b2) * g * g
             m_hat, v_hat = m[k] / (1 - b1**t), v[k] / (1 - b2**t)
-            new[k] = params[k] - self._value(self.lr, g) * m_hat / torch.sqrt(v_hat + self.eps)
+            new[k] = params[k] - _like(lr, g) * m_hat / torch.sqrt(v_hat + self.eps)
         return new, AdamState(t, m, v)
 
 

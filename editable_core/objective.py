@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .edit import EditResult
+from .edit import EditResult, parse_backprop
 from .editable import Editable, eval_mode
 
 
@@ -58,7 +58,7 @@ def editable_objective(l_base: Tensor, l_e: Tensor, ref_logits: Tensor, edited_l
 def editable_training_loss(editable: Editable, inputs: Any, targets: Tensor, edit_inputs: Any,
                            edit_targets: Tensor, *, c_edit: float, c_loc: float,
                            base_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
-                           eval_locality: bool = False) -> tuple[Objective, EditResult]:
+                           eval_locality: bool = False, backprop: str = "full") -> tuple[Objective, EditResult]:
     """Equation (2) on one batch and one (or several) edits, for a classifier.
 
     inputs, targets: the training batch (``targets`` is whatever ``base_loss`` takes, e.g. labels
@@ -73,10 +73,11 @@ def editable_training_loss(editable: Editable, inputs: Any, targets: Tensor, edi
     mode, batch statistics hide the shift an edit makes to every input). Costs a suffix pass even when
     the edit takes no step.
     """
+    parse_backprop(backprop)  # a bad value fails before any model pass
     features = editable.features(inputs)
     logits = editable.head(features)
     with eval_mode(editable.module):
-        result = editable.edit(edit_inputs, edit_targets, create_graph=True)
+        result = editable.edit(edit_inputs, edit_targets, create_graph=True, backprop=backprop)
         if eval_locality:
             edited_logits = editable.head(features, result.params if result.steps else None)
     if not eval_locality:

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from editable_core import (AppliedEdit, EditResult, Editor, apply_edit, edit, eval_mode, make_editor, parse_learnable,
-                           sequence_constraint, sequence_log_prob)
+from editable_core import (AppliedEdit, EditResult, Editor, apply_edit, edit, eval_mode, make_editor, parse_backprop,
+                           parse_learnable, sequence_constraint, sequence_log_prob)
 
 from .decoder_split import DecoderSplit, SuffixInput, split_for, unwrap_model
 from .edit_samples import EditBatch, EditSample, collate_edit
@@ -80,12 +80,13 @@ def _as_batch(model: nn.Module, edit_sample: Union[EditSample, EditBatch], pad: 
 
 def edit_translation(model: nn.Module, edit_sample: Union[EditSample, EditBatch], editor: Editor, *,
                      part: str = "last", max_steps: int = 10, create_graph: bool = False, margin: float = 0.0,
-                     pad: Optional[int] = None, eos: Optional[int] = None) -> EditResult:
+                     pad: Optional[int] = None, eos: Optional[int] = None, backprop: str = "full") -> EditResult:
     """``Edit^k(theta, l_e)`` of one translation edit on the editable ``part`` of ``model``.
 
     create_graph: keep the graph (Editable Training: the result is differentiable w.r.t. every model
     parameter, the encoder's included, and the editor's hyper-parameters); otherwise a cheap no-graph
     inference edit. margin: added to ``l_e`` (a large margin forces all ``k`` steps, for benchmarks).
+    backprop: with ``create_graph``, the exact outer gradient or a cheaper one (``editable_core.parse_backprop``).
     Returns an ``EditResult`` whose ``params`` are keyed by suffix names; see :func:`apply_translation_edit`.
     The model itself is never modified.
     """
@@ -98,9 +99,11 @@ def edit_translation(model: nn.Module, edit_sample: Union[EditSample, EditBatch]
     with eval_mode(core):
         with torch.set_grad_enabled(create_graph):
             state = split.prefix(batch.src_tokens, batch.src_lengths, batch.prev_output_tokens)
-        constraint = translation_constraint(split, state, batch, margin, second_order=create_graph)
+        # first-order edits never differentiate a gradient, so attention may use the fused kernels
+        second_order = create_graph and parse_backprop(backprop) != 0
+        constraint = translation_constraint(split, state, batch, margin, second_order=second_order)
         return edit(constraint, split.editable_parameters(), editor,
-                    max_steps=max_steps, create_graph=create_graph)
+                    max_steps=max_steps, create_graph=create_graph, backprop=backprop)
 
 
 def apply_translation_edit(model: nn.Module, params: dict[str, Tensor], part: str = "last") -> AppliedEdit:

@@ -96,14 +96,14 @@ class VisionEditable(Editable):
 
     def edit(self, inputs: Tensor, targets: Union[int, Sequence[int], Tensor], *, params: Optional[Params] = None,
              create_graph: bool = False, max_steps: Optional[int] = None,
-             constraint: Optional[Constraint] = None) -> EditResult:
+             constraint: Optional[Constraint] = None, backprop: str = "full") -> EditResult:
         """Edit so that every image in ``inputs`` (``[C, H, W]`` or ``[N, C, H, W]``) is classified as its
         label (an int for all, or ``[N]``), within ``k = max_steps`` editor steps. The module is not
         modified: deploy the result with :meth:`apply`. Other arguments as in the core's ``Editable.edit``."""
         inputs = self.check_images(inputs)
         targets = self.check_labels(targets, len(inputs))
         return super().edit(inputs, targets, params=params, create_graph=create_graph, max_steps=max_steps,
-                            constraint=constraint)
+                            constraint=constraint, backprop=backprop)
 
     @torch.no_grad()
     def logits(self, images: Tensor, params: Optional[Params] = None, batch_size: int = 256) -> Tensor:

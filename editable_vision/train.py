@@ -3,7 +3,8 @@
 * ``plain``: cross-entropy, Adam (default hyper-parameters, as in 4.1).
 * ``editable``: ``L_base + c_edit * L_edit + c_loc * L_loc`` (equation 2) with one random-target edit per
   batch (an augmented training image), ``k = max_steps`` editor steps, Adam; the editor's learnable
-  hyper-parameters (RMSProp's ``beta``) are trained with the model.
+  hyper-parameters (RMSProp's ``beta``) are trained with the model. ``backprop`` picks the exact outer
+  gradient or a cheaper one (:func:`editable_core.parse_backprop`).
 * ``finetune``: the same objective with ``L_base = KL(p_original || p_model)`` on the batch (the original
   network is a frozen copy taken at the start), SGD with momentum 0.9, ``lr`` for pre-existing layers and
   ``lr_extra`` for the extra layer and the editor's hyper-parameters (4.3: 1e-5 and 1e-3).
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from editable_core import editable_training_loss, locality_kl, save_atomically
+from editable_core import editable_training_loss, locality_kl, parse_backprop, save_atomically
 
 from .api import VisionEditable
 from .checkpoint import editable_from_checkpoint, editable_payload, module_state, read_checkpoint
@@ -61,6 +62,7 @@ class TrainConfig:
     max_norm: Optional[float] = 10.0
     schedule: str = "cosine"
     eval_locality: bool = True
+    backprop: str = "full"
     seed: int = 0
     max_batches: Optional[int] = None
 
@@ -73,6 +75,7 @@ class TrainConfig:
             raise ValueError(f"unknown learning-rate schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
+        parse_backprop(self.backprop)
         self.freeze = list(self.freeze)
 
     @property
@@ -255,7 +258,7 @@ class Trainer(EpochLoop):
         if cfg.edits:
             objective, result = editable_training_loss(self.editable, images, targets, *self._sample_edit(),
                                                        c_edit=cfg.c_edit, c_loc=cfg.c_loc, base_loss=base_loss,
-                                                       eval_locality=cfg.eval_locality)
+                                                       eval_locality=cfg.eval_locality, backprop=cfg.backprop)
             loss = objective.total
             stats = {"l_base": objective.l_base.item(), "l_edit": objective.l_edit.item(),
                      "l_loc": objective.l_loc.item(), "edit_success": float(result.success),

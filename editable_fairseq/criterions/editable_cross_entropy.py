@@ -17,6 +17,9 @@ One training forward:
 3. the edited pass over the batch: only the suffix, replayed on the recorded input with the recorded
    RNG state (same dropout masks), so ``L_loc`` is exactly 0 when the edit changed nothing.
 
+``--edit-backprop`` picks the outer gradient through step 2: ``full`` (exact), ``truncated:M`` or
+``first_order`` (cheaper; they drop second-order terms, see ``editable_core.parse_backprop``).
+
 The logged ``loss``/``nll_loss`` are the plain label-smoothed ones (comparable with a baseline run);
 ``objective`` is the optimised total per token (base 2, like ``loss``), ``l_edit``, ``l_loc``, ``edit_success`` and
 ``edit_steps`` are per edit, and ``editor_<name>`` the editor's learnable hyper-parameters.
@@ -36,7 +39,7 @@ from fairseq.criterions.label_smoothed_cross_entropy import (LabelSmoothedCrossE
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
-from editable_core import EDITORS, locality_kl, make_editor, parse_learnable
+from editable_core import EDITORS, locality_kl, make_editor, parse_backprop, parse_learnable
 
 from ..decoder_split import EDITABLE_PARTS, split_for, unwrap_model
 from ..editing import HYPER_SHAPE, edit_translation
@@ -61,6 +64,12 @@ class EditableCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
         default="auto",
         metadata={"help": "editor hyper-parameters trained with the model and saved in checkpoints: 'auto' (all "
                           "but the learning rate, e.g. RMSProp beta), 'none', 'all' or a comma-separated list"},
+    )
+    edit_backprop: str = field(
+        default="full",
+        metadata={"help": "outer gradient through the edit: 'full' (equation 2, exact), 'truncated:M' (exact "
+                          "through the last M editor steps, the earlier ones first order) or 'first_order' (every "
+                          "editor gradient a constant: drops all second-order terms; cheapest)"},
     )
     editable_layers: ChoiceEnum(list(EDITABLE_PARTS)) = field(
         default="last",
@@ -87,7 +96,7 @@ class EditableCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
 
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  edit_coef=100.0, loc_coef=100.0, edit_max_steps=10, editor="rmsprop", edit_lr=1e-3,
-                 edit_learnable="auto", editable_layers="last", edit_margin=0.0):
+                 edit_learnable="auto", editable_layers="last", edit_margin=0.0, edit_backprop="full"):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         if not hasattr(task, "edit_sample_for"):
             raise ValueError("--criterion editable_cross_entropy needs --task editable_translation "
@@ -101,6 +110,11 @@ class EditableCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
             raise ValueError(f"--edit-lr must be > 0, got {edit_lr!r}")
         if str(editable_layers) not in EDITABLE_PARTS:
             raise ValueError(f"--editable-layers must be one of {EDITABLE_PARTS}, got {editable_layers!r}")
+        try:
+            parse_backprop(edit_backprop)
+        except ValueError as error:
+            raise ValueError(f"--edit-backprop: {error}") from None
+        self.edit_backprop = str(edit_backprop)
         self.edit_coef = float(edit_coef)
         self.loc_coef = float(loc_coef)
         self.edit_max_steps = int(edit_max_steps)
@@ -141,7 +155,7 @@ class EditableCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         create_graph = training and torch.is_grad_enabled()
         result = edit_translation(core, edit_sample, self.editor, part=self.editable_layers,
                                   max_steps=self.edit_max_steps, create_graph=create_graph,
-                                  margin=self.edit_margin)
+                                  margin=self.edit_margin, backprop=self.edit_backprop)
         logits = net_output[0]
         edited_logits = logits if result.steps == 0 else split.run_suffix(captured, result.params)
         l_loc = locality_kl(logits, edited_logits, sample["target"].ne(self.padding_idx))

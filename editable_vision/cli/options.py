@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from editable_core import EDITORS
+from editable_core import EDITORS, parse_backprop
 
 from .. import report
 from ..data import DATASETS, VisionData, load_data
@@ -30,6 +30,15 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available here (torch.cuda.is_available() is False)")
     return device
+
+
+def backprop_mode(text: str) -> str:
+    """``--edit-backprop``: a mode :func:`editable_core.parse_backprop` accepts, else an argparse error."""
+    try:
+        parse_backprop(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def csv(text: Optional[str]) -> list[str]:
@@ -83,6 +92,9 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainConfig,
     group.add_argument("--edit-learnable", default="auto",
                        help="editor hyper-parameters trained with the model: auto (all but alpha: RMSProp's beta), "
                             "none, all or a comma list")
+    group.add_argument("--edit-backprop", type=backprop_mode, default=defaults.backprop,
+                       help="outer gradient through the edit: full (equation 2, exact), truncated:M (exact through "
+                            "the last M editor steps only) or first_order (no second-order terms; cheapest)")
     group.add_argument("--edit-coef", type=float, default=defaults.c_edit, help="c_edit: weight of L_edit")
     group.add_argument("--loc-coef", type=float, default=defaults.c_loc, help="c_loc: weight of L_loc")
     group.add_argument("--targets", default=defaults.targets, choices=("random", "match-ranks"),

@@ -79,8 +79,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 def _config(args: argparse.Namespace, mode: str, **finetuning: Any) -> TrainConfig:
     return TrainConfig(mode=mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, c_edit=args.edit_coef, c_loc=args.loc_coef,
-                       targets=args.targets, max_norm=args.max_norm or None, schedule=args.schedule, seed=args.seed,
-                       max_batches=args.max_batches, **finetuning)
+                       targets=args.targets, max_norm=args.max_norm or None, schedule=args.schedule,
+                       backprop=args.edit_backprop, seed=args.seed, max_batches=args.max_batches, **finetuning)
 
 
 def _fit(args: argparse.Namespace, model: torch.nn.Module, model_spec: dict[str, Any], data: VisionData,

@@ -88,6 +88,29 @@ def test_edit_terms_train_the_encoder_and_the_editor(editable):
     assert not torch.allclose(plain_encoder, edit_encoder)
 
 
+def test_cheaper_backprop_modes_give_the_same_objective_and_still_train_the_encoder(editable):
+    """--edit-backprop first_order / truncated:1 change only the gradient: same edit, same objective value."""
+    task, model, criterion, sample = editable
+    model.train()
+
+    def run(mode: str):
+        criterion.edit_backprop = mode
+        model.zero_grad()
+        criterion.zero_grad()
+        torch.manual_seed(0)
+        total, _, log = criterion(model, sample)
+        total.backward()
+        return total.item(), log["edit_steps"], model.encoder.layers[0].fc1.weight.grad.clone()
+
+    full = run("full")
+    assert full[1] >= 2  # truncated:1 then differs from the exact gradient
+    for mode in ("first_order", "truncated:1"):
+        total, steps, encoder = run(mode)
+        assert total == pytest.approx(full[0], rel=1e-6) and steps == full[1]
+        assert encoder.abs().sum() > 0 and not torch.allclose(encoder, full[2])
+        assert criterion.editor.beta.raw.grad.abs().sum() > 0
+
+
 def test_a_no_op_edit_has_exactly_zero_locality_loss(editable, fresh_toy):
     task, model, criterion, sample = editable
     from editable_fairseq.generation import beam_alternatives
@@ -157,6 +180,8 @@ def test_bad_configuration_is_a_clear_error(editable):
     task = editable[0]
     with pytest.raises(ValueError, match="--edit-max-steps"):
         EditableCrossEntropyCriterion(task, False, 0.1, edit_max_steps=0)
+    with pytest.raises(ValueError, match="--edit-backprop: backprop must be 'full'.*got 'truncated:0'"):
+        EditableCrossEntropyCriterion(task, False, 0.1, edit_backprop="truncated:0")
     with pytest.raises(ValueError, match="--loc-coef must be >= 0"):
         EditableCrossEntropyCriterion(task, False, 0.1, loc_coef=-1.0)
     from fairseq.tasks.translation import TranslationConfig, TranslationTask

@@ -38,8 +38,8 @@ def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     plain = cli("train", "--mode", "plain", *TINY, "--epochs", "2", "--max-batches", "6", "--lr", "3e-3",
                 "--out", str(d / "plain.pt"), "--json", str(d / "plain.json"))
-    cli("train", "--mode", "editable", *TINY, "--epochs", "1", "--max-batches", "2", "--out", str(d / "ed.pt"),
-        "--json", str(d / "ed1.json"))
+    cli("train", "--mode", "editable", *TINY, "--epochs", "1", "--max-batches", "2", "--edit-backprop", "truncated:2",
+        "--out", str(d / "ed.pt"), "--json", str(d / "ed1.json"))
     resumed = cli("train", "--resume", "--epochs", "2", "--threads", "1", "--quiet", "--out", str(d / "ed.pt"),
                   "--json", str(d / "ed2.json"))
     tuned = cli("finetune", "--from", str(d / "plain.pt"), "--extra-layer", "16", "--freeze", "stem,chain1",
@@ -55,6 +55,7 @@ def test_train_and_finetune_json(runs):
     assert plain["history"][1]["loss"] < plain["history"][0]["loss"] < 2.5
     assert resumed["config"]["mode"] == "editable" and [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][1]["step"] == 4 and "l_edit" in resumed["history"][1]
+    assert resumed["config"]["backprop"] == "truncated:2"  # the resumed run keeps its gradient mode
     assert tuned["config"]["mode"] == "finetune" and tuned["config"]["freeze"] == ["stem", "chain1"]
     assert tuned["model_spec"]["extra_layer"] == 16
     base, ft = load(str(d / "plain.pt")), load(str(d / "ft.pt"))
@@ -137,6 +138,14 @@ def test_edit_command_and_errors(runs, capsys):
     assert main(["edit", "--checkpoint", str(d / "plain.pt"), "--image", str(bad_image), "--label", "1",
                  "--quiet"]) == 1
     assert "expected an image of shape [1, 8, 8]" in capsys.readouterr().err
+
+
+def test_train_rejects_an_unknown_backprop_mode(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--edit-backprop", "truncated:0", "--out", "unused.pt"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --edit-backprop: backprop must be 'full', 'first_order' or 'truncated:m'" in err
 
 
 @pytest.mark.parametrize("command", ["train", "finetune", "evaluate", "edit"])
