@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from typing import IO, Any, Iterator, Union
@@ -13,24 +14,82 @@ PathLike = Union[str, os.PathLike]
 
 @contextmanager
 def atomic_open(path: PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on a clean exit it is renamed onto ``path`` (``os.replace``).
+    """Open a temporary file ``.NAME.PID.XXXXXXXX.tmp`` beside ``path``; on a clean exit it is renamed onto it.
 
-    On any exception the temporary file is removed and ``path`` keeps its old content (or stays absent).
+    The data is fsync'ed before the rename (``os.replace``) and the folder after it, so a power loss leaves the
+    old or the new file, never a torn one. On any exception the temporary file is removed and ``path`` keeps its
+    old content (or stays absent). Temporary files of the same target left by a writer that was killed
+    (SIGKILL, power loss: no process with their PID is alive) are removed first.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
     folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, mode, encoding=encoding) as file:
             yield file
+            file.flush()
+            os.fsync(file.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_folder(folder)
+
+
+def temporaries(path: PathLike) -> list[str]:
+    """The temporary files :func:`atomic_open` may have left for ``path`` (full paths)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    pattern = re.compile(r"\." + re.escape(os.path.basename(path)) + r"\.(?:(\d+)\.)?[A-Za-z0-9_]{8}\.tmp")
+    return [os.path.join(folder, f) for f in os.listdir(folder) if pattern.fullmatch(f)]
+
+
+def remove_stale_temporaries(path: PathLike) -> list[str]:
+    """Remove the temporaries of ``path`` whose writer is gone (its PID is not alive); returns them."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    for tmp in temporaries(path):
+        fields = os.path.basename(tmp)[len(os.path.basename(path)) + 2:].split(".")
+        pid = int(fields[0]) if len(fields) == 3 else None  # files of older versions carry no PID: stale
+        if pid is not None and (pid == os.getpid() or _alive(pid)):
+            continue
+        try:
+            os.unlink(tmp)
+            removed.append(tmp)
+        except FileNotFoundError:  # another writer cleaned it first
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename durable (POSIX; a no-op where folders cannot be opened, as on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

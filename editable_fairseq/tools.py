@@ -15,6 +15,7 @@ from torch import nn
 
 from .checkpoints import load_checkpoint
 from .editing import build_editor, editor_from_checkpoint
+from .literal_config import reading_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ def load_for_tools(path: str, data: Optional[str] = None) -> Loaded:
     if not os.path.isdir(data):
         raise FileNotFoundError(f"data directory {data!r} (dictionaries of {path}) does not exist; pass --data")
     cfg.task.data = data
-    task = tasks.setup_task(cfg.task)
-    model = task.build_model(cfg.model)
+    with reading_checkpoint(path):  # config strings fairseq evaluates are read as literals, errors name path
+        task = tasks.setup_task(cfg.task)
+        model = task.build_model(cfg.model)
     try:
         model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
     except RuntimeError as error:
