@@ -27,3 +27,11 @@ def is_expected(error: BaseException) -> bool:
         tb = tb.tb_next
     module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
     return module.split(".")[0] in ("editable_core", "editable_fairseq", "editable_vision")
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (an ``OSError``: the file it names and why)."""
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

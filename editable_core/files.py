@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import tempfile
+import zipfile
 from contextlib import contextmanager
-from typing import IO, Any, Iterator, Union
+from typing import IO, Any, Iterator, Optional, Union
 
 import torch
+
+from .errors import InputError
 
 PathLike = Union[str, os.PathLike]
 
@@ -102,3 +106,47 @@ def save_atomically(obj: Any, path: PathLike) -> None:
     """``torch.save(obj)`` to ``path`` through :func:`atomic_open`."""
     with atomic_open(path, "wb") as file:
         torch.save(obj, file)
+
+
+def unreadable(path: PathLike, error: BaseException) -> Optional[InputError]:
+    """The one-line :class:`InputError` for a ``torch.load(path, weights_only=True)`` that failed on the file
+    itself (empty, truncated, not a torch file, or pickling a class that weights-only loading refuses);
+    ``None`` when ``error`` is something else (a bug, which keeps its traceback)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if isinstance(error, pickle.UnpicklingError) and found:
+        return InputError(f"{path}: the file pickles a {found.group(1)} object, which loading with weights_only=True refuses because "
+                          "unpickling it could run code; only tensors and plain containers are read. Use a "
+                          "checkpoint written by this project's tools, or re-save its tensors from a trusted copy")
+    if isinstance(error, EOFError) or (isinstance(error, (RuntimeError, KeyError, pickle.UnpicklingError,
+                                                          zipfile.BadZipFile, UnicodeDecodeError))
+                                       and _torch_file_error(error)):
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        state = "empty" if size == 0 else f"truncated or not a torch checkpoint ({size} bytes)"
+        return InputError(f"{path}: cannot read the checkpoint: the file is {state}; write it again or pass "
+                          "another file")
+    return None
+
+
+def _torch_file_error(error: BaseException) -> bool:
+    """Whether ``error`` comes from torch's deserializer on a damaged file (not from a bug elsewhere)."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module.startswith(("torch.serialization", "torch._weights_only_unpickler", "pickle", "zipfile")) or \
+        "PytorchStreamReader" in str(error) or isinstance(error, pickle.UnpicklingError)
+
+
+def load_torch_file(path: PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``; a damaged or refused file is an :class:`InputError` naming it."""
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder, not a checkpoint file")
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: checkpoint does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001  (classified: damaged files become one line, bugs re-raise)
+        friendly = unreadable(path, error)
+        if friendly is None:
+            raise
+        raise friendly from None

@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 
 from torch import nn
 
+from editable_core.errors import is_expected, one_line
+
 from .checkpoints import load_checkpoint
 from .editing import build_editor, editor_from_checkpoint
 from .literal_config import reading_checkpoint
@@ -133,11 +135,13 @@ def check_edit_arguments(args) -> None:
 
 
 def run_tool(prog: str, main: Callable[[], None]) -> None:
-    """Run a console tool: errors become one line ``prog: error: ...`` on stderr and exit status 1."""
+    """Run a console tool: expected failures (:func:`editable_core.errors.is_expected`) become one line
+    ``prog: error: ...`` on stderr and exit status 1; anything else is a bug and keeps its traceback."""
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
     try:
         main()
-    except (OSError, ValueError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        sys.exit(f"{prog}: error: {message}")
+    except (OSError, ValueError) as error:
+        if not is_expected(error):  # a bug: keep the traceback
+            raise
+        sys.exit(f"{prog}: error: {one_line(error)}")

@@ -11,16 +11,19 @@ from typing import Any, Optional, Sequence
 import torch
 
 from editable_core import ControlSet
+from editable_core.errors import InputError, is_expected, one_line
+from editable_core.files import load_torch_file
 
 from . import report
 from .api import VisionEditable, build_editor, resolve_device
 from .checkpoint import editable_from_checkpoint, editable_payload, read_checkpoint, write_checkpoint
-from .data import DATASETS, VisionData, load_data, stack
+from .cli_checks import check_output_file, check_resume, given_flags, interrupted_line, resumed_data_spec
+from .data import DATASETS, VisionData, load_data, read_image, stack
 from .evaluate import (EDITOR_ORDER, best_rows, generalisation, make_edit_set, sequential_curves, sweep,
                        evaluate)
 from .models import ARCHS, build_model, with_extra_layer
 from .targets import rank_distribution
-from .train import SCHEDULES, TrainConfig, Trainer
+from .train import SCHEDULES, TrainConfig, Trainer, TrainingInterrupted
 
 logger = logging.getLogger("editable_vision")
 
@@ -67,7 +70,9 @@ def _editor(parser: argparse.ArgumentParser, part: Optional[str], c_default: flo
 
 def _training(parser: argparse.ArgumentParser, lr: float, epochs: int) -> None:
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=epochs)
+    group.add_argument("--epochs", type=int, default=epochs,
+                       help="epochs of the run; with --resume, a larger total extends the run (the cosine schedule "
+                            "then spans the new total)")
     group.add_argument("--batch-size", type=int, default=64)
     group.add_argument("--lr", type=float, default=lr, help="learning rate" + (" (Adam)" if lr >= 1e-4 else
                                                                                  " of pre-existing layers (SGD)"))
@@ -76,7 +81,9 @@ def _training(parser: argparse.ArgumentParser, lr: float, epochs: int) -> None:
     group.add_argument("--max-norm", type=float, default=10.0, help="gradient clipping norm (0: off)")
     group.add_argument("--max-batches", type=int, help="at most this many batches per epoch (quick runs)")
     group.add_argument("--out", required=True, metavar="PATH", help="checkpoint written after every epoch")
-    group.add_argument("--resume", action="store_true", help="continue the run saved in --out exactly")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run saved in --out exactly, with its own settings (a flag that disagrees "
+                            "with them is an error)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--from", dest="source", metavar="CKPT", help="start from this checkpoint")
     source.add_argument("--arch", choices=("resnet18", "densenet169"), help="start from a torchvision model")
     tune.add_argument("--weights", help="torchvision weights name (e.g. IMAGENET1K_V1, if available locally) "
-                                        "or a state-dict file, for --arch")
+                                        "or a state-dict file, for --arch (required unless --random-init)")
+    tune.add_argument("--random-init", action="store_true",
+                      help="with --arch: fine-tune a randomly initialised network (not Editable Fine-Tuning proper)")
     tune.add_argument("--extra-layer", type=int, default=4096, metavar="HIDDEN",
                       help="add the extra residual layer with this many hidden units (0: none)")
     tune.add_argument("--lr-extra", type=float, default=1e-3,
@@ -201,12 +210,17 @@ def _emit(args: argparse.Namespace, text: str, payload: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace, finetune: bool = False) -> None:
     device = resolve_device(args.device)
+    check_output_file("--out", args.out), check_output_file("--json", args.json)
     if args.resume:
         payload = read_checkpoint(args.out)
-        data = open_data(payload["data"], args.download)
-        trainer = Trainer.resume(args.out, data, device=device, workers=args.workers, epochs=args.epochs,
+        epochs = check_resume(args, args.given, payload, finetune)
+        data = open_data(resumed_data_spec(args, args.given, payload["data"]), args.download)
+        trainer = Trainer.resume(args.out, data, device=device, workers=args.workers, epochs=epochs,
                                  progress=not args.quiet)
     else:
+        if args.epochs < 1:
+            raise InputError(f"--epochs {args.epochs}: a run needs at least 1 epoch (nothing would be written to "
+                             f"{args.out})")
         torch.manual_seed(args.seed)
         if finetune:
             model, model_spec, saved_data = _finetune_source(args)
@@ -215,6 +229,9 @@ def cmd_train(args: argparse.Namespace, finetune: bool = False) -> None:
             model, saved_data = None, None
         data_spec = data_spec_from_args(args, saved_data)
         data = open_data(data_spec, args.download)
+        if model is not None and model_spec.get("num_classes", data.num_classes) != data.num_classes:
+            logger.warning("the model has %d outputs but the data has %d classes: labels index its first %d outputs",
+                           model_spec["num_classes"], data.num_classes, data.num_classes)
         if model is None:
             model_spec.update(num_classes=data.num_classes, in_channels=data.input_shape[0])
             model = build_model(model_spec)
@@ -253,6 +270,11 @@ def _finetune_source(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[st
         saved_data = None
         if args.data is None:
             raise ValueError("fine-tuning a torchvision model needs --data (e.g. folder --data-root ... )")
+        if not args.weights and not args.random_init:
+            cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+            raise InputError(f"--arch {args.arch} without --weights would fine-tune a randomly initialised "
+                             f"network: pass --weights IMAGENET1K_V1 (torchvision looks for the file in {cache}) "
+                             "or a state-dict file, or --random-init to mean it")
         spec = {"arch": args.arch, "num_classes": 1000}
         model = build_model(spec, weights=args.weights)
     else:
@@ -284,6 +306,7 @@ def _editor_specs(text: str) -> list[tuple[str, Optional[float]]]:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
+    check_output_file("--json", args.json)
     checkpoints = _parse_checkpoints(args.checkpoint)
     progress = not args.quiet
     rows, sweeps, tuned, gen_rows, curves, texts = [], {}, {}, [], {}, []
@@ -302,7 +325,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                                        image_size=data.input_shape[-1]).test, workers=args.workers)
         if args.targets == "match-ranks" and rank_probs is None:  # the first checkpoint's (the baseline's) ranks
             rank_probs = rank_distribution(editable.logits(edit_images), edit_labels.to(device), smoothing=0.5)
-        edits = make_edit_set(editable, edit_images, min(args.num_edits, len(edit_images)),
+        if args.num_edits > len(edit_images):
+            raise InputError(f"--num-edits {args.num_edits}: only {len(edit_images)} images to edit "
+                             f"({args.edit_dir or 'the test set'}); pass --num-edits {len(edit_images)} or fewer")
+        edits = make_edit_set(editable, edit_images, args.num_edits,
                               targets="random" if args.targets == "labels" else args.targets,
                               rank_probs=rank_probs, seed=args.seed + 9)
         if args.targets == "labels":
@@ -377,15 +403,20 @@ def _plot(args: argparse.Namespace, draw, filename: str) -> None:
 
 
 def _load_image(path: str, data: VisionData) -> torch.Tensor:
+    if not os.path.isfile(path):
+        raise InputError(f"--image {path}: file does not exist")
     if path.endswith(".pt"):
-        return torch.load(path, map_location="cpu", weights_only=True)
-    from PIL import Image
-
-    return data.preprocess(Image.open(path))
+        image = load_torch_file(path)
+        if not isinstance(image, torch.Tensor) or not image.is_floating_point():
+            raise InputError(f"--image {path}: expected a float tensor [C, H, W], got "
+                             f"{getattr(image, 'dtype', type(image).__name__)}")
+        return image
+    return data.preprocess(read_image(path, mode=None))
 
 
 def cmd_edit(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
+    check_output_file("--out", args.out), check_output_file("--json", args.json)
     payload = read_checkpoint(args.checkpoint)
     data = open_data(data_spec_from_args(args, payload.get("data")), args.download)
     editable = editable_from_checkpoint(payload, part=args.part, editor=args.editor, lr=args.editor_lr,
@@ -411,6 +442,10 @@ def cmd_edit(args: argparse.Namespace) -> None:
          "Test error after"],
         [[args.label, before, after, result.success, result.steps, report.percent(error_before),
           report.percent(error_after)]])
+    if args.out and not result.success:
+        print(text)
+        raise InputError(f"the edit did not succeed within {editable.max_steps} steps; {args.out} was not written "
+                         "(try more --max-steps or another --editor-lr)")
     if args.out:
         edited = editable_payload(editable, payload["model_spec"], result.params)
         edited["data"] = payload.get("data")
@@ -425,16 +460,23 @@ COMMANDS = {"train": cmd_train, "finetune": lambda a: cmd_train(a, finetune=True
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.given = given_flags(build_parser, argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError, KeyError, RuntimeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"python -m editable_vision {args.command}: error: {message}", file=sys.stderr)
-        if os.environ.get("EDITABLE_VISION_DEBUG"):
-            raise
+    except TrainingInterrupted as interrupted:
+        print(f"python -m editable_vision {args.command}: {interrupted_line(interrupted)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"python -m editable_vision {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, FloatingPointError) as error:  # FloatingPointError: training diverged
+        expected = is_expected(error) or isinstance(error, FloatingPointError)
+        if not expected or os.environ.get("EDITABLE_VISION_DEBUG"):
+            raise  # a bug keeps its traceback
+        print(f"python -m editable_vision {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 1
     return 0

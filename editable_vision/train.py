@@ -86,6 +86,14 @@ def kl_to_teacher(logits: Tensor, teacher_logits: Tensor) -> Tensor:
     return locality_kl(teacher_logits, logits)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Trainer.fit`; ``checkpoint`` holds the run up to ``epoch`` (both None: nothing saved)."""
+
+    def __init__(self, checkpoint: Optional[str], epoch: Optional[int]):
+        super().__init__(checkpoint, epoch)
+        self.checkpoint, self.epoch = checkpoint, epoch
+
+
 class Trainer:
     """Trains ``editable.module`` (and the editor's learnable hyper-parameters) on ``data``.
 
@@ -105,6 +113,7 @@ class Trainer:
         self.data, self.config, self.workers, self.progress = data, config, workers, progress
         self.model_spec, self.data_spec, self.rank_probs = dict(model_spec), dict(data_spec), rank_probs
         self.epoch, self.step, self.history = 0, 0, []
+        self.saved: tuple[Optional[str], Optional[int]] = (None, None)  # (checkpoint, epoch) last written
         self.generator = torch.Generator().manual_seed(config.seed)
         self.frozen = self._freeze(config.freeze)
         self.teacher = self._teacher(teacher_state) if config.distils else None
@@ -242,11 +251,17 @@ class Trainer:
         return {f"editor_{h}": getattr(editor, h)().detach().item() for h in editor.hyper_parameters}
 
     def fit(self, checkpoint: Optional[str] = None) -> list[dict[str, float]]:
-        """Train until ``config.epochs`` epochs are done, saving ``checkpoint`` after each epoch."""
-        while self.epoch < self.config.epochs:
-            self.train_epoch()
-            if checkpoint:
-                self.save(checkpoint)
+        """Train until ``config.epochs`` epochs are done, saving ``checkpoint`` after each epoch.
+
+        Ctrl-C raises :class:`TrainingInterrupted` naming the last checkpoint written completely.
+        """
+        try:
+            while self.epoch < self.config.epochs:
+                self.train_epoch()
+                if checkpoint:
+                    self.save(checkpoint)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(*self.saved) from None
         return self.history
 
     def state_dict(self) -> dict[str, Any]:
@@ -265,6 +280,7 @@ class Trainer:
 
     def save(self, path: str) -> None:
         write_checkpoint(path, self.state_dict())
+        self.saved = (path, self.epoch)
         logger.info("saved %s (epoch %d)", path, self.epoch)
 
     @classmethod
@@ -282,6 +298,7 @@ class Trainer:
                       teacher_state=state["teacher"], progress=progress)
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.epoch, trainer.step, trainer.history = state["epoch"], state["step"], list(state["history"])
+        trainer.saved = (path, state["epoch"])
         trainer.generator.set_state(state["generator"])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():

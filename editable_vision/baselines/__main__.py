@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from editable_core.errors import is_expected, one_line
+
 from ..report import write_json
 from .analysis import run_analysis
 from .table3 import add_arguments, run_table3
@@ -48,11 +50,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         text, payload = args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError, KeyError, RuntimeError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
-        if os.environ.get("EDITABLE_VISION_DEBUG"):
-            raise
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, FloatingPointError) as error:  # FloatingPointError: training diverged
+        expected = is_expected(error) or isinstance(error, FloatingPointError)
+        if not expected or os.environ.get("EDITABLE_VISION_DEBUG"):
+            raise  # a bug keeps its traceback
+        print(f"{PROG} {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 1
     print(text)
     if args.json:
