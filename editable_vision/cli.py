@@ -210,7 +210,8 @@ def _emit(args: argparse.Namespace, text: str, payload: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------- commands
 def cmd_train(args: argparse.Namespace, finetune: bool = False) -> None:
     device = resolve_device(args.device)
-    check_output_file("--out", args.out), check_output_file("--json", args.json)
+    check_output_file("--out", args.out)
+    check_output_file("--json", args.json)
     if args.resume:
         payload = read_checkpoint(args.out)
         epochs = check_resume(args, args.given, payload, finetune)
@@ -416,7 +417,8 @@ def _load_image(path: str, data: VisionData) -> torch.Tensor:
 
 def cmd_edit(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
-    check_output_file("--out", args.out), check_output_file("--json", args.json)
+    check_output_file("--out", args.out)
+    check_output_file("--json", args.json)
     payload = read_checkpoint(args.checkpoint)
     data = open_data(data_spec_from_args(args, payload.get("data")), args.download)
     editable = editable_from_checkpoint(payload, part=args.part, editor=args.editor, lr=args.editor_lr,
