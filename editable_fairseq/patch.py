@@ -73,10 +73,15 @@ def encode(codec: TextCodec, dictionary, text: str, where: str, what: str) -> tu
     return pieces, dictionary.encode_line(pieces, add_if_not_exist=False, append_eos=True).long()
 
 
+#: An edit that moves the edited tensors by more than this fraction of their norm overshot (too large an lr).
+MAX_RELATIVE_CHANGE = 1.0
+
+
 @dataclass
 class Outcome:
     """What :func:`patch_one` did: ``success``, editor ``steps``, the final ``hypothesis``, and whether an edit
-    ``diverged`` (``l_e`` not finite, or higher after the edit than before it: the edit-lr is too large)."""
+    ``diverged`` (``l_e`` not finite or higher after the edit than before it, or the edited tensors moved by
+    more than their own norm: the edit-lr is too large)."""
 
     success: bool
     steps: int
@@ -115,9 +120,9 @@ def patch_one(model, task, settings, generator, source: Tensor, target: Tensor, 
             start = scores[1:].max() - scores[0] + margin
             result = edit_translation(model, sample, settings.editor, part=settings.part,
                                       max_steps=settings.max_steps, margin=margin)
-            worse = worse or (not result.success and diverged(start, result.l_e))
             steps += result.steps
             applied.append(apply_translation_edit(model, result.params, settings.part))
+            worse = worse or diverged(start, result.l_e) or applied[-1].relative_change() > MAX_RELATIVE_CHANGE
             hypothesis = translate_tokens(generator, source)
             if result.success and any(torch.equal(hypothesis, a) for a in seen):
                 margin *= 2  # a search error: y_0 beats this hypothesis, yet the beam ended before reaching y_0
