@@ -114,9 +114,10 @@ def unreadable(path: PathLike, error: BaseException) -> Optional[InputError]:
     ``None`` when ``error`` is something else (a bug, which keeps its traceback)."""
     found = re.search(r"GLOBAL ([\w.]+)", str(error))
     if isinstance(error, pickle.UnpicklingError) and found:
-        return InputError(f"{path}: the file pickles a {found.group(1)} object, which loading with weights_only=True refuses because "
-                          "unpickling it could run code; only tensors and plain containers are read. Use a "
-                          "checkpoint written by this project's tools, or re-save its tensors from a trusted copy")
+        return InputError(f"{path}: the file pickles a {found.group(1)} object, which loading with "
+                          "weights_only=True refuses because unpickling it could run code; only tensors and plain "
+                          "containers are read. Use a checkpoint written by this project's tools, or re-save its "
+                          "tensors from a trusted copy")
     if isinstance(error, EOFError) or (isinstance(error, (RuntimeError, KeyError, pickle.UnpicklingError,
                                                           zipfile.BadZipFile, UnicodeDecodeError))
                                        and _torch_file_error(error)):
