@@ -99,6 +99,15 @@ class AppliedEdit:
     def active(self) -> bool:
         return self._saved is not None
 
+    def relative_change(self) -> float:
+        """``||theta_hat - theta|| / ||theta||`` over the edited tensors, while the edit is applied."""
+        if self._saved is None:
+            raise RuntimeError("this edit was already undone")
+        with torch.no_grad():
+            change = sum(float((self._targets[n] - s).double().pow(2).sum()) for n, s in self._saved.items())
+            norm = sum(float(s.double().pow(2).sum()) for s in self._saved.values())
+        return (change / max(norm, 1e-30)) ** 0.5
+
     def undo(self) -> None:
         """Restore the parameters as they were before the edit was applied."""
         if self._saved is None:

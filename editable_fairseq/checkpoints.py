@@ -24,6 +24,9 @@ from typing import Any, Optional
 
 import torch
 
+from editable_core.errors import InputError
+from editable_core.files import unreadable
+
 #: Plain attribute containers found in fairseq checkpoints; unpickling them runs no code.
 SAFE_CHECKPOINT_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 
@@ -84,5 +87,20 @@ def load_checkpoint(path: str, arg_overrides: Optional[dict[str, Any]] = None) -
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
     allow_fairseq_checkpoint_globals()
-    return checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
+    try:
+        return checkpoint_utils.load_checkpoint_to_cpu(path, arg_overrides)
+    except Exception as error:  # noqa: BLE001  (a damaged, refused or foreign file is one line; bugs re-raise)
+        friendly = unreadable(path, error)
+        if friendly is not None:
+            raise friendly from None
+        if isinstance(error, (KeyError, AttributeError)) and _not_fairseq(path):
+            raise InputError(f"{path}: not a fairseq checkpoint (it has no 'cfg'/'args' and 'model' entries); "
+                             "pass a checkpoint written by fairseq-train") from None
+        raise
+
+
+def _not_fairseq(path: str) -> bool:
+    """Whether the (loadable) file lacks what every fairseq checkpoint holds."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return not isinstance(state, dict) or "model" not in state or not (state.get("cfg") or state.get("args"))
 

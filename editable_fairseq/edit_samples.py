@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -74,8 +74,16 @@ def _encode(dictionary, text: str) -> Tensor:
     return dictionary.encode_line(text, add_if_not_exist=False, append_eos=True).long()
 
 
-def parse_edit_line(line: str, src_dict, tgt_dict, where: str = "<string>") -> EditSample:
-    """Parse one TSV line; ``where`` (``path:line``) prefixes every error message."""
+def unknown_pieces(dictionary, text: str) -> list[str]:
+    """The word-pieces of ``text`` that ``dictionary`` does not know (they would become ``<unk>``)."""
+    return sorted({w for w in text.split() if dictionary.index(w) == dictionary.unk() and w != dictionary.unk_word})
+
+
+def parse_edit_line(line: str, src_dict, tgt_dict, where: str = "<string>", allow_unk: bool = False) -> EditSample:
+    """Parse one TSV line; ``where`` (``path:line``) prefixes every error message.
+
+    A word-piece the dictionary does not know is an error (the edit would aim at ``<unk>``) unless ``allow_unk``.
+    """
     fields = line.rstrip("\r\n").split("\t")
     if len(fields) < 3:
         raise ValueError(f"{where}: expected source<TAB>target<TAB>alternative_1[<TAB>...], got "
@@ -84,32 +92,50 @@ def parse_edit_line(line: str, src_dict, tgt_dict, where: str = "<string>") -> E
         if not field.strip():
             name = ("source", "target")[index] if index < 2 else f"alternative {index - 1}"
             raise ValueError(f"{where}: the {name} field (column {index + 1}) is empty")
+        unknown = [] if allow_unk else unknown_pieces(src_dict if index == 0 else tgt_dict, field)
+        if unknown:
+            name = ("source", "target")[index] if index < 2 else f"alternative {index - 1}"
+            raise ValueError(f"{where}: the {name} field (column {index + 1}) has word-pieces the dictionary does "
+                             f"not know: {' '.join(unknown[:10])} (is the file in the BPE space of the data? "
+                             "they would become <unk>)")
     source = _encode(src_dict, fields[0])
     target = _encode(tgt_dict, fields[1])
     alternatives = tuple(_encode(tgt_dict, f) for f in fields[2:])
     return EditSample(source, target, alternatives)
 
 
+def read_utf8_lines(path: str) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a UTF-8 file; a line that is not UTF-8 is a ``ValueError`` naming ``path:line``."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"{path}:{number}: not UTF-8 text ({error.reason} at byte {error.start} of the "
+                                 "line); save the file as UTF-8") from None
+
+
 def read_edit_samples(path: str, src_dict, tgt_dict, max_source_positions: Optional[int] = None,
-                      max_target_positions: Optional[int] = None) -> list[EditSample]:
+                      max_target_positions: Optional[int] = None, allow_unk: bool = False) -> list[EditSample]:
     """Read every edit of a TSV file. A malformed line raises ``ValueError`` naming ``path:line``."""
+    if os.path.isdir(path):
+        raise ValueError(f"edit samples file {path!r} is a folder")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"edit samples file {path!r} does not exist")
     samples: list[EditSample] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            where = f"{path}:{number}"
-            sample = parse_edit_line(line, src_dict, tgt_dict, where)
-            if max_source_positions is not None and sample.source.numel() > max_source_positions:
-                raise ValueError(f"{where}: source has {sample.source.numel()} tokens (with eos), more than "
-                                 f"max_source_positions {max_source_positions}")
-            if max_target_positions is not None:
-                for i, seq in enumerate((sample.target, *sample.alternatives)):
-                    if seq.numel() > max_target_positions:
-                        name = "target" if i == 0 else f"alternative {i}"
-                        raise ValueError(f"{where}: {name} has {seq.numel()} tokens (with eos), more than "
-                                         f"max_target_positions {max_target_positions}")
-            samples.append(sample)
+    for number, line in read_utf8_lines(path):
+        where = f"{path}:{number}"
+        sample = parse_edit_line(line, src_dict, tgt_dict, where, allow_unk)
+        if max_source_positions is not None and sample.source.numel() > max_source_positions:
+            raise ValueError(f"{where}: source has {sample.source.numel()} tokens (with eos), more than "
+                             f"max_source_positions {max_source_positions}")
+        if max_target_positions is not None:
+            for i, seq in enumerate((sample.target, *sample.alternatives)):
+                if seq.numel() > max_target_positions:
+                    name = "target" if i == 0 else f"alternative {i}"
+                    raise ValueError(f"{where}: {name} has {seq.numel()} tokens (with eos), more than "
+                                     f"max_target_positions {max_target_positions}")
+        samples.append(sample)
     if not samples:
         raise ValueError(f"{path}: no edit samples (the file is empty)")
     return samples

@@ -76,7 +76,10 @@ class VisionEditable(Editable):
         if images.dim() != 4 or tuple(images.shape[1:]) != self.input_shape:
             raise ValueError(f"expected an image of shape {list(self.input_shape)} (or a batch "
                              f"[N, {', '.join(map(str, self.input_shape))}]), got {shape}")
-        return images.to(self.device, torch.get_default_dtype() if not images.is_floating_point() else images.dtype)
+        if not images.is_floating_point():
+            raise ValueError(f"images must be floating point, preprocessed like the test set; got {images.dtype}")
+        dtype = next(self.module.parameters()).dtype  # float64 (or float16) images are read as the model's dtype
+        return images.to(self.device, dtype)
 
     def check_labels(self, labels: Union[int, Sequence[int], Tensor], count: int) -> Tensor:
         """An int or ``[count]`` labels -> LongTensor ``[count]``, or a ValueError if out of range."""

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from editable_core import Editor, Positive, make_editor, save_atomically
+from editable_core.files import load_torch_file
 from editable_core.parameters import Params
 
 from .api import Part, VisionEditable
@@ -50,7 +51,7 @@ def read_checkpoint(path: Union[str, os.PathLike], device: Union[str, torch.devi
     """Load a checkpoint dict; a clear error if the file is missing or not one of ours."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    payload = torch.load(path, map_location=device, weights_only=True)
+    payload = load_torch_file(path, map_location=device)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not an editable_vision checkpoint")
     return payload

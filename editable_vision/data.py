@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from editable_core.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 DATASETS = ("digits", "cifar10", "folder")
@@ -122,6 +124,21 @@ def load_cifar10(root: str, download: bool = False) -> VisionData:
                       lambda picture: test_tf(picture.convert("RGB")))
 
 
+def read_image(path: str, mode: Optional[str] = "RGB"):
+    """An image file as a ``PIL.Image`` (converted to ``mode`` unless None); a damaged or non-image file is an
+    ``InputError`` naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as file:
+            picture = Image.open(file)
+            return picture.convert(mode) if mode else picture.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:  # PIL raises SyntaxError on some bad headers
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise InputError(f"{path}: not a readable image ({error}); remove or replace the file") from None
+
+
 def load_image_folder(train_dir: Optional[str], test_dir: str, image_size: int = 224,
                       classes: Optional[Sequence[str]] = None) -> VisionData:
     """Any ``ImageFolder`` (ImageNet, Natural Adversarial Examples): train with random resized crops +
@@ -146,7 +163,7 @@ def load_image_folder(train_dir: Optional[str], test_dir: str, image_size: int =
     index = {name: i for i, name in enumerate(classes)}
 
     def folder(path: str, transform: Callable) -> Dataset:
-        dataset = datasets.ImageFolder(path, transform=transform)
+        dataset = datasets.ImageFolder(path, transform=transform, loader=read_image)
         unknown = sorted(set(dataset.classes) - set(index))
         if unknown:
             raise ValueError(f"folders {unknown[:5]} of {path!r} are not among the {len(index)} known classes")

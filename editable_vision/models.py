@@ -20,6 +20,8 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
+from editable_core.files import load_torch_file
+
 logger = logging.getLogger(__name__)
 
 ARCHS = ("cifar_resnet18", "resnet18", "densenet169")
@@ -80,7 +82,7 @@ def _load_weights(model: nn.Module, weights: Weights, allow_download: bool) -> N
     if weights is None:
         return
     if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = load_torch_file(weights)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         model.load_state_dict(state)
         logger.info("loaded weights from %s", weights)

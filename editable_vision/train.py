@@ -92,6 +92,14 @@ def kl_to_teacher(logits: Tensor, teacher_logits: Tensor) -> Tensor:
     return locality_kl(teacher_logits, logits)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`EpochLoop.fit`; ``checkpoint`` holds the run up to ``epoch`` (both None: nothing saved)."""
+
+    def __init__(self, checkpoint: Optional[str], epoch: Optional[int]):
+        super().__init__(checkpoint, epoch)
+        self.checkpoint, self.epoch = checkpoint, epoch
+
+
 class EpochLoop:
     """The epoch loop every trainer here shares: shuffled batches (an order that depends only on the seed and
     the epoch, so a resumed run sees the same batches), at most ``max_batches`` per epoch, the learning-rate
@@ -107,6 +115,7 @@ class EpochLoop:
     def __init__(self, data: VisionData, config: TrainConfig, *, workers: int = 0, progress: bool = True):
         self.data, self.config, self.workers, self.progress = data, config, workers, progress
         self.epoch, self.step, self.history = 0, 0, []
+        self.saved: tuple[Optional[str], Optional[int]] = (None, None)  # (checkpoint, epoch) last written
 
     def train_step(self, images: Tensor, labels: Tensor) -> dict[str, float]:
         """One optimiser step on a batch ``images [B, C, H, W]``, ``labels [B]``; returns the loss terms."""
@@ -163,11 +172,18 @@ class EpochLoop:
         return record
 
     def fit(self, checkpoint: Optional[str] = None) -> list[dict[str, float]]:
-        """Train until ``config.epochs`` epochs are done, saving ``checkpoint`` after each epoch."""
-        while self.epoch < self.config.epochs:
-            self.train_epoch()
-            if checkpoint:
-                self.save(checkpoint)
+        """Train until ``config.epochs`` epochs are done, saving ``checkpoint`` after each epoch.
+
+        Ctrl-C raises :class:`TrainingInterrupted` naming the last checkpoint written completely.
+        """
+        try:
+            while self.epoch < self.config.epochs:
+                self.train_epoch()
+                if checkpoint:
+                    self.save(checkpoint)
+                    self.saved = (checkpoint, self.epoch)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(*self.saved) from None
         return self.history
 
 
@@ -321,6 +337,7 @@ class Trainer(EpochLoop):
                       teacher_state=state["teacher"], progress=progress)
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.epoch, trainer.step, trainer.history = state["epoch"], state["step"], list(state["history"])
+        trainer.saved = (path, state["epoch"])
         trainer.generator.set_state(state["generator"])
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and torch.cuda.is_available():

@@ -16,10 +16,12 @@ from fairseq import tasks
 from torch import nn
 
 from editable_core import EDITORS, make_editor, parse_learnable
+from editable_core.errors import is_expected, one_line
 
 from ..checkpoints import load_checkpoint
 from ..decoder_split import EDITABLE_PARTS
 from ..editing import HYPER_SHAPE, editor_from_checkpoint
+from ..literal_config import reading_checkpoint
 from ..tasks import editable_translation  # noqa: F401  (registers the task editable checkpoints name)
 
 logger = logging.getLogger(__name__)
@@ -49,8 +51,9 @@ def load_for_tools(path: str, data: Optional[str] = None) -> Loaded:
     if not os.path.isdir(data):
         raise FileNotFoundError(f"data directory {data!r} (dictionaries of {path}) does not exist; pass --data")
     cfg.task.data = data
-    task = tasks.setup_task(cfg.task)
-    model = task.build_model(cfg.model)
+    with reading_checkpoint(path):  # config strings fairseq evaluates are read as literals, errors name path
+        task = tasks.setup_task(cfg.task)
+        model = task.build_model(cfg.model)
     try:
         model.load_state_dict(state["model"], strict=True, model_cfg=cfg.model)
     except RuntimeError as error:
@@ -129,11 +132,13 @@ def check_edit_arguments(args) -> None:
 
 
 def run_tool(prog: str, main: Callable[[], None]) -> None:
-    """Run a console tool: errors become one line ``prog: error: ...`` on stderr and exit status 1."""
+    """Run a console tool: expected failures (:func:`editable_core.errors.is_expected`) become one line
+    ``prog: error: ...`` on stderr and exit status 1; anything else is a bug and keeps its traceback."""
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
     try:
         main()
-    except (OSError, ValueError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        sys.exit(f"{prog}: error: {message}")
+    except (OSError, ValueError) as error:
+        if not is_expected(error):  # a bug: keep the traceback
+            raise
+        sys.exit(f"{prog}: error: {one_line(error)}")

@@ -89,7 +89,7 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str]
         return corpus_bleu([codec.decode(h) for h in batches.translate(generator, task.tgt_dict)], refs)
 
     samples = read_edit_samples(args.edits, task.src_dict, task.tgt_dict, task.cfg.max_source_positions,
-                                task.cfg.max_target_positions)
+                                task.cfg.max_target_positions, allow_unk=args.allow_unk)
     if len(samples) < args.num_edits:
         raise ValueError(f"--num-edits {args.num_edits}: {args.edits} holds only {len(samples)} edits")
     base = bleu()
@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--names", nargs="+", help="row names, one per --path (default: from each checkpoint)")
     parser.add_argument("--edits", required=True, help="TSV of evaluation edits (editable-fairseq-make-edits)")
     parser.add_argument("--num-edits", type=int, default=1000, help="N: the first N edits of --edits")
+    parser.add_argument("--allow-unk", action="store_true",
+                        help="accept word-pieces of --edits the dictionary does not know (they become <unk>)")
     parser.add_argument("--test-subset", default="test", help="subset whose BLEU is measured")
     parser.add_argument("--test-size", type=int, default=0,
                         help="a fixed random subset of this many test sentences (0: all)")
@@ -165,6 +167,8 @@ def evaluate(args: argparse.Namespace) -> list[Row]:
         out = getattr(args, flag)
         if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
             raise FileNotFoundError(f"--{flag} {out}: its folder does not exist")
+        if out and os.path.isdir(out):
+            raise ValueError(f"--{flag} {out}: is a folder; give a file path")
     rows = [evaluate_checkpoint(path, args, args.names[i] if args.names else None)
             for i, path in enumerate(args.path)]
     table = markdown_table(rows)

@@ -105,6 +105,8 @@ def make_edits(args: argparse.Namespace) -> None:
         if not out or size < 1:
             raise ValueError(f"--{name}-out and --{name}-size >= 1 go together (got {out!r}, {size})")
         folder = os.path.dirname(os.path.abspath(out))
+        if os.path.isdir(out):
+            raise ValueError(f"--{name}-out {out}: is a folder; give a file path")
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"--{name}-out {out}: folder {folder!r} does not exist")
     if len(wanted) == 2 and os.path.abspath(wanted[0][1]) == os.path.abspath(wanted[1][1]):

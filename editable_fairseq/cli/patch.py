@@ -25,8 +25,8 @@ from torch import Tensor
 from editable_core import save_atomically
 
 from ..checkpoints import allow_fairseq_checkpoint_globals
-from ..edit_samples import EditSample
-from ..editing import apply_translation_edit, edit_translation
+from ..edit_samples import EditSample, read_utf8_lines
+from ..editing import apply_translation_edit, edit_translation, score_sequences
 from ..generation import beam_alternatives
 from ..prepare.text import TextCodec
 from .common import add_edit_arguments, check_edit_arguments, edit_settings, load_for_tools, run_tool
@@ -50,13 +50,12 @@ def read_pairs(path: str) -> list[Fix]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--pairs {path}: file does not exist")
     fixes = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            fields = line.rstrip("\r\n").split("\t")
-            if len(fields) != 2:
-                raise ValueError(f"{path}:{number}: expected raw source<TAB>raw target, got {len(fields)} "
-                                 "tab-separated field(s)")
-            fixes.append(Fix(f"{path}:{number}", *fields))
+    for number, line in read_utf8_lines(path):
+        fields = line.rstrip("\r\n").split("\t")
+        if len(fields) != 2:
+            raise ValueError(f"{path}:{number}: expected raw source<TAB>raw target, got {len(fields)} "
+                             "tab-separated field(s)")
+        fixes.append(Fix(f"{path}:{number}", *fields))
     if not fixes:
         raise ValueError(f"--pairs {path}: the file is empty")
     return fixes
@@ -74,31 +73,56 @@ def encode(codec: TextCodec, dictionary, text: str, where: str, what: str) -> tu
     return pieces, dictionary.encode_line(pieces, add_if_not_exist=False, append_eos=True).long()
 
 
+#: An edit that moves the edited tensors by more than this fraction of their norm overshot (too large an lr).
+MAX_RELATIVE_CHANGE = 1.0
+
+
+@dataclass
+class Outcome:
+    """What :func:`patch_one` did: ``success``, editor ``steps``, the final ``hypothesis``, and whether an edit
+    ``diverged`` (``l_e`` not finite or higher after the edit than before it, or the edited tensors moved by
+    more than their own norm: the edit-lr is too large)."""
+
+    success: bool
+    steps: int
+    hypothesis: Tensor
+    diverged: bool = False
+
+
+def diverged(before: Tensor, after: Tensor) -> bool:
+    """Whether an edit that started at ``l_e = before`` and ended at ``after`` made things worse."""
+    return not bool(torch.isfinite(after).all()) or float(after.max()) > float(before.max())
+
+
 def patch_one(model, task, settings, generator, source: Tensor, target: Tensor, alternatives: int,
-              rounds: int, margin: float = 0.0) -> tuple[bool, int, Tensor]:
-    """Edit ``model`` in place until beam search yields ``target``; returns (success, steps, hypothesis).
+              rounds: int, margin: float = 0.0) -> Outcome:
+    """Edit ``model`` in place until beam search yields ``target``.
 
     Each round edits against the alternatives found so far (the model's own beam search, never ``target``)
     and writes the result into the model. fairseq's beam search stops once ``beam`` hypotheses have ended,
     so it can miss a ``target`` that outscores all of them; a round that ends in such a search error
     doubles ``margin``, which pushes the early-ending hypotheses down. On failure the model is restored.
     """
-    applied, steps, seen, success = [], 0, [], False
+    applied, steps, seen, success, worse = [], 0, [], False, False
     hypothesis = translate_tokens(generator, source)
     try:
         for _ in range(rounds):
             if torch.equal(hypothesis, target):
                 success = True
-                return True, steps, hypothesis
+                return Outcome(True, steps, hypothesis, worse)
             found = beam_alternatives([model], task.tgt_dict, [source], alternatives, max_len_a=0, max_len_b=200,
                                       src_pad=task.src_dict.pad())[0]
             for a in [hypothesis, *found]:
                 if not torch.equal(a, target) and not any(torch.equal(a, b) for b in seen):
                     seen.append(a)
-            result = edit_translation(model, EditSample(source, target, tuple(seen)), settings.editor,
-                                      part=settings.part, max_steps=settings.max_steps, margin=margin)
+            sample = EditSample(source, target, tuple(seen))
+            scores = score_sequences(model, sample)  # log p(y|s) of y_0, y_1..y_k before the edit
+            start = scores[1:].max() - scores[0] + margin
+            result = edit_translation(model, sample, settings.editor, part=settings.part,
+                                      max_steps=settings.max_steps, margin=margin)
             steps += result.steps
             applied.append(apply_translation_edit(model, result.params, settings.part))
+            worse = worse or diverged(start, result.l_e) or applied[-1].relative_change() > MAX_RELATIVE_CHANGE
             hypothesis = translate_tokens(generator, source)
             if result.success and any(torch.equal(hypothesis, a) for a in seen):
                 margin *= 2  # a search error: y_0 beats this hypothesis, yet the beam ended before reaching y_0
@@ -107,7 +131,7 @@ def patch_one(model, task, settings, generator, source: Tensor, target: Tensor, 
         if not success:
             for edit in reversed(applied):
                 edit.undo()
-    return success, steps, hypothesis
+    return Outcome(success, steps, hypothesis, worse)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,15 +192,17 @@ def patch(args: argparse.Namespace) -> bool:
     record = []
     for fix, source, target in encoded:
         before = translate_tokens(generator, source)
-        success, steps, after = patch_one(model, task, settings, generator, source, target, args.alternatives,
-                                          args.rounds, args.margin)
+        outcome = patch_one(model, task, settings, generator, source, target, args.alternatives, args.rounds,
+                            args.margin)
+        success, steps, after = outcome.success, outcome.steps, outcome.hypothesis
         show = [tgt_codec.decode(task.tgt_dict.string(t)) for t in (before, after)]
         print(f"{fix.where}\n  source:  {fix.source}\n  before:  {show[0]}\n  desired: {fix.target}\n"
               f"  after:   {show[1]}\n  success: {success}  steps: {steps}", flush=True)
         if not success:
+            hint = (f"the edit diverged: try a smaller --edit-lr than {settings.lr:g}" if outcome.diverged else
+                    "try more --rounds, --edit-max-steps or a larger --edit-lr")
             raise ValueError(f"{fix.where}: the fix did not take within --rounds {args.rounds} x "
-                             f"--edit-max-steps {settings.max_steps} steps; {args.out} was not written "
-                             "(try more --rounds, --edit-max-steps or a larger --edit-lr)")
+                             f"--edit-max-steps {settings.max_steps} steps; {args.out} was not written ({hint})")
         record.append({"source": fix.source, "target": fix.target, "steps": steps})
 
     # the file as saved (fairseq's loader turns its config into omegaconf objects that weights-only loading

@@ -24,12 +24,15 @@ from ..checkpoints import allow_fairseq_broadcast_globals, allow_fairseq_checkpo
 from ..criterions import editable_cross_entropy  # noqa: F401  (registers the criterion this task trains with)
 from ..edit_samples import EditSample, read_edit_samples, unk_fraction
 from ..generation import DEFAULT_ALTERNATIVES, DEFAULT_TEMPERATURE, make_edit_samples
+from ..literal_config import install as install_literal_config
+from ..literal_config import reading_checkpoint
 
 logger = logging.getLogger(__name__)
 
 # fairseq-train --restore-file, fairseq-generate and the console tools load checkpoints weights-only
 allow_fairseq_checkpoint_globals()
 allow_fairseq_broadcast_globals()
+install_literal_config()  # config strings fairseq evaluates are literals, never code
 
 _VALID_CACHE_SIZE = 4096
 
@@ -54,6 +57,11 @@ class EditableTranslationConfig(TranslationConfig):
         default=None,
         metadata={"help": "checkpoint of a normally trained model (same dictionaries) that makes edits on the "
                           "fly from the source sentences of each batch, instead of --edit-samples"},
+    )
+    edit_allow_unk: bool = field(
+        default=False,
+        metadata={"help": "accept word-pieces of --edit-samples that the dictionary does not know (they become "
+                          "<unk>); by default such a line is an error naming file and line"},
     )
     seed: int = II("common.seed")
 
@@ -91,7 +99,8 @@ class EditableTranslationTask(TranslationTask):
             raise ValueError(f"--edit-temperature must be > 0, got {cfg.edit_temperature}")
         if cfg.edit_samples and self._edit_pool is None:
             self._edit_pool = read_edit_samples(cfg.edit_samples, self.src_dict, self.tgt_dict,
-                                                cfg.max_source_positions, cfg.max_target_positions)
+                                                cfg.max_source_positions, cfg.max_target_positions,
+                                                allow_unk=cfg.edit_allow_unk)
             unk = unk_fraction(self._edit_pool, self.tgt_dict.unk())
             logger.info("read %d edit samples from %s (%.1f%% <unk> tokens)", len(self._edit_pool),
                         cfg.edit_samples, 100 * unk)
@@ -105,7 +114,8 @@ class EditableTranslationTask(TranslationTask):
         from fairseq import models
 
         state = load_checkpoint(path)
-        model = models.build_model(state["cfg"].model, self, from_checkpoint=True)
+        with reading_checkpoint(path):  # its config strings are read as literals, never run
+            model = models.build_model(state["cfg"].model, self, from_checkpoint=True)
         try:
             model.load_state_dict(state["model"], strict=True, model_cfg=state["cfg"].model)
         except RuntimeError as err:

@@ -11,6 +11,7 @@ import argparse
 from typing import Optional, Sequence
 
 from . import edit, evaluate, train
+from .checks import given_flags
 from .options import resolve_device, run
 
 PROG = "python -m editable_vision"
@@ -31,4 +32,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    args.given = given_flags(build_parser, argv)  # which flags were typed (what --resume may not change)
     return run(PROG, args, args.command_function)

@@ -3,14 +3,18 @@ test error before and after, and save the edited model."""
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 
 from editable_core import save_atomically
+from editable_core.errors import InputError
+from editable_core.files import load_torch_file
 
 from .. import report
 from ..checkpoint import editable_from_checkpoint, editable_payload, read_checkpoint
-from ..data import VisionData, stack
+from ..data import VisionData, read_image, stack
+from .checks import check_output_file
 from .options import add_data_options, add_editor_options, add_run_options, data_spec_from_args, emit, open_data
 from .options import resolve_device
 
@@ -34,15 +38,21 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _load_image(path: str, data: VisionData) -> torch.Tensor:
+    if not os.path.isfile(path):
+        raise InputError(f"--image {path}: file does not exist")
     if path.endswith(".pt"):
-        return torch.load(path, map_location="cpu", weights_only=True)
-    from PIL import Image  # only for image files
-
-    return data.preprocess(Image.open(path))
+        image = load_torch_file(path)
+        if not isinstance(image, torch.Tensor) or not image.is_floating_point():
+            raise InputError(f"--image {path}: expected a float tensor [C, H, W], got "
+                             f"{getattr(image, 'dtype', type(image).__name__)}")
+        return image
+    return data.preprocess(read_image(path, mode=None))
 
 
 def cmd_edit(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
+    check_output_file("--out", args.out)
+    check_output_file("--json", args.json)
     payload = read_checkpoint(args.checkpoint)
     data = open_data(data_spec_from_args(args, payload.get("data")), args.download)
     editable = editable_from_checkpoint(payload, part=args.part, editor=args.editor, lr=args.edit_lr,
@@ -68,6 +78,10 @@ def cmd_edit(args: argparse.Namespace) -> None:
          "Test error after"],
         [[args.label, before, after, result.success, result.steps, report.percent(error_before),
           report.percent(error_after)]])
+    if args.out and not result.success:
+        print(text)
+        raise InputError(f"the edit did not succeed within {editable.max_steps} steps; {args.out} was not written "
+                         "(try more --edit-max-steps or another --edit-lr)")
     if args.out:
         edited = editable_payload(editable, payload["model_spec"], result.params)
         edited["data"] = payload.get("data")

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from editable_core import EDITORS, ControlSet
+from editable_core.errors import InputError
 
 from .. import report
 from ..api import VisionEditable
@@ -20,6 +21,7 @@ from ..checkpoint import editable_from_checkpoint, read_checkpoint
 from ..data import VisionData, load_data, stack
 from ..evaluate import EditSet, best_rows, evaluate, generalisation, make_edit_set, sequential_curves, sweep
 from ..targets import rank_distribution
+from .checks import check_output_file
 from .options import add_data_options, add_run_options, csv, data_spec_from_args, emit, open_data, resolve_device
 
 logger = logging.getLogger("editable_vision")
@@ -89,6 +91,7 @@ class Results:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
+    check_output_file("--json", args.json)
     results, data_cache = Results(), {}
     for name, path in _parse_checkpoints(args.checkpoint):
         run = _load(args, name, path, device, results, data_cache)
@@ -146,7 +149,10 @@ def _load(args: argparse.Namespace, name: str, path: str, device: torch.device, 
                                                    image_size=data.input_shape[-1]).test, workers=args.workers)
     if args.targets == "match-ranks" and results.rank_probs is None:  # the first checkpoint's (the baseline's)
         results.rank_probs = rank_distribution(editable.logits(edit_images), edit_labels.to(device), smoothing=0.5)
-    edits = make_edit_set(editable, edit_images, min(args.num_edits, len(edit_images)),
+    if args.num_edits > len(edit_images):
+        raise InputError(f"--num-edits {args.num_edits}: only {len(edit_images)} images to edit "
+                         f"({args.edit_dir or 'the test set'}); pass --num-edits {len(edit_images)} or fewer")
+    edits = make_edit_set(editable, edit_images, args.num_edits,
                           targets=_drawn_targets(args), rank_probs=results.rank_probs, seed=args.seed + 9)
     if args.targets == "labels":
         edits.targets = edit_labels[edits.indices]

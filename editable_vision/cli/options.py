@@ -11,15 +11,14 @@ from typing import Any, Callable, Optional
 import torch
 
 from editable_core import EDITORS, parse_backprop
+from editable_core.errors import is_expected, one_line
 
 from .. import report
 from ..data import DATASETS, VisionData, load_data
-from ..train import TrainConfig
+from ..train import TrainConfig, TrainingInterrupted
+from .checks import interrupted_line
 
 logger = logging.getLogger("editable_vision")
-
-#: what a command may raise for bad input; ``run`` turns it into one line on stderr
-ERRORS = (ValueError, TypeError, FileNotFoundError, FloatingPointError, KeyError, RuntimeError)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,7 +99,9 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainConfig,
     group.add_argument("--targets", default=defaults.targets, choices=("random", "match-ranks"),
                        help="edit targets during training")
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=defaults.epochs)
+    group.add_argument("--epochs", type=int, default=defaults.epochs,
+                       help="epochs of the run; with --resume, a larger total extends the run (the cosine schedule "
+                            "then spans the new total)")
     group.add_argument("--batch-size", type=int, default=defaults.batch_size)
     group.add_argument("--lr", type=float, default=defaults.lr,
                        help="learning rate" + (" of pre-existing layers (SGD)" if defaults.distils else " (Adam)"))
@@ -111,7 +112,9 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainConfig,
     group.add_argument("--max-batches", type=int, default=defaults.max_batches,
                        help="at most this many batches per epoch (quick runs)")
     group.add_argument("--out", required=True, metavar="PATH", help="checkpoint written after every epoch")
-    group.add_argument("--resume", action="store_true", help="continue the run saved in --out exactly")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run saved in --out exactly, with its own settings (a flag that disagrees "
+                            "with them is an error)")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -150,18 +153,26 @@ def emit(args: argparse.Namespace, text: str, payload: dict[str, Any]) -> None:
 
 
 def run(prog: str, args: argparse.Namespace, command: Callable[[argparse.Namespace], None]) -> int:
-    """Run ``command(args)`` with logging and ``--threads`` set up; bad input is one line
-    ``PROG COMMAND: error: ...`` on stderr and exit status 1 (``EDITABLE_VISION_DEBUG=1`` re-raises)."""
+    """Run ``command(args)`` with logging and ``--threads`` set up. Expected failures
+    (:func:`editable_core.errors.is_expected`, or training that diverged) are one line ``PROG COMMAND: error: ...``
+    on stderr and exit status 1 (``EDITABLE_VISION_DEBUG=1`` re-raises); anything else is a bug and keeps its
+    traceback. Ctrl-C is one line (naming the last complete checkpoint of an interrupted training) and status 130."""
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         command(args)
-    except ERRORS as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"{prog} {args.command}: error: {message}", file=sys.stderr)
-        if os.environ.get("EDITABLE_VISION_DEBUG"):
-            raise
+    except TrainingInterrupted as interrupted:
+        print(f"{prog} {args.command}: {interrupted_line(interrupted)}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, FloatingPointError) as error:  # FloatingPointError: training diverged
+        expected = is_expected(error) or isinstance(error, FloatingPointError)
+        if not expected or os.environ.get("EDITABLE_VISION_DEBUG"):
+            raise  # a bug keeps its traceback
+        print(f"{prog} {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 1
     return 0

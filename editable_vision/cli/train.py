@@ -3,11 +3,14 @@ Fine-Tuning or distillation of a trained model, 4.3): each prints the epoch hist
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from typing import Any, Optional
 
 import torch
 
 from editable_core import make_editor, parse_learnable
+from editable_core.errors import InputError
 
 from .. import report
 from ..api import VisionEditable
@@ -16,8 +19,11 @@ from ..data import VisionData, stack
 from ..models import ARCHS, build_model, with_extra_layer
 from ..targets import rank_distribution
 from ..train import FINETUNE_DEFAULTS, TrainConfig, Trainer
+from .checks import check_output_file, check_resume, resumed_data_spec
 from .options import (add_data_options, add_run_options, add_training_options, csv, data_spec_from_args, emit,
                       open_data, resolve_device)
+
+logger = logging.getLogger("editable_vision")
 
 TRAIN_DEFAULTS = TrainConfig(mode="editable")
 FINETUNE = TrainConfig(mode="finetune", **FINETUNE_DEFAULTS)
@@ -42,7 +48,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--from", dest="source", metavar="CKPT", help="start from this checkpoint")
     source.add_argument("--arch", choices=("resnet18", "densenet169"), help="start from a torchvision model")
     tune.add_argument("--weights", help="torchvision weights name (e.g. IMAGENET1K_V1, if available locally) "
-                                        "or a state-dict file, for --arch")
+                                        "or a state-dict file, for --arch (required unless --random-init)")
+    tune.add_argument("--random-init", action="store_true",
+                      help="with --arch: fine-tune a randomly initialised network (not Editable Fine-Tuning proper)")
     tune.add_argument("--extra-layer", type=int, default=4096, metavar="HIDDEN",
                       help="add the extra residual layer with this many hidden units (0: none)")
     tune.add_argument("--lr-extra", type=float, default=FINETUNE.lr_extra,
@@ -53,9 +61,19 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     tune.set_defaults(command_function=cmd_finetune)
 
 
+def _check_new_run(args: argparse.Namespace) -> None:
+    """The output files can be written; a new run trains at least one epoch."""
+    check_output_file("--out", args.out)
+    check_output_file("--json", args.json)
+    if not args.resume and args.epochs < 1:
+        raise InputError(f"--epochs {args.epochs}: a run needs at least 1 epoch (nothing would be written to "
+                         f"{args.out})")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
+    _check_new_run(args)
     if args.resume:
-        return _resume(args)
+        return _resume(args, finetune=False)
     torch.manual_seed(args.seed)
     data_spec = data_spec_from_args(args)
     data = open_data(data_spec, args.download)
@@ -65,12 +83,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
+    _check_new_run(args)
     if args.resume:
-        return _resume(args)
+        return _resume(args, finetune=True)
     torch.manual_seed(args.seed)
     model, model_spec, saved_data = _finetune_source(args)  # before the data, as the seed's first use
     data_spec = data_spec_from_args(args, saved_data)
     data = open_data(data_spec, args.download)
+    if model_spec.get("num_classes", data.num_classes) != data.num_classes:
+        logger.warning("the model has %d outputs but the data has %d classes: labels index its first %d outputs",
+                       model_spec["num_classes"], data.num_classes, data.num_classes)
     config = _config(args, "finetune" if args.mode == "editable" else "distill", lr_extra=args.lr_extra,
                      momentum=args.momentum, freeze=csv(args.freeze))
     _fit(args, model, model_spec, data, data_spec, config)
@@ -98,11 +120,13 @@ def _fit(args: argparse.Namespace, model: torch.nn.Module, model_spec: dict[str,
     _report(args, trainer)
 
 
-def _resume(args: argparse.Namespace) -> None:
+def _resume(args: argparse.Namespace, finetune: bool) -> None:
+    """Continue the run in ``--out`` with its own settings (see :func:`.checks.check_resume`)."""
     payload = read_checkpoint(args.out)
-    data = open_data(payload["data"], args.download)
+    epochs = check_resume(args, args.given, payload, finetune)
+    data = open_data(resumed_data_spec(args, args.given, payload["data"]), args.download)
     _report(args, Trainer.resume(args.out, data, device=resolve_device(args.device), workers=args.workers,
-                                 epochs=args.epochs, progress=not args.quiet))
+                                 epochs=epochs, progress=not args.quiet))
 
 
 def _report(args: argparse.Namespace, trainer: Trainer) -> None:
@@ -126,6 +150,11 @@ def _finetune_source(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[st
         saved_data = None
         if args.data is None:
             raise ValueError("fine-tuning a torchvision model needs --data (e.g. folder --data-root ... )")
+        if not args.weights and not args.random_init:
+            cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+            raise InputError(f"--arch {args.arch} without --weights would fine-tune a randomly initialised "
+                             f"network: pass --weights IMAGENET1K_V1 (torchvision looks for the file in {cache}) "
+                             "or a state-dict file, or --random-init to mean it")
         spec = {"arch": args.arch, "num_classes": 1000}
         model = build_model(spec, weights=args.weights)
     else:

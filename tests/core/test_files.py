@@ -1,9 +1,13 @@
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from editable_core import atomic_open, save_atomically
+from editable_core.files import temporaries
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -54,3 +58,59 @@ def test_the_written_file_gets_the_mode_open_would_give(tmp_path):
         os.umask(mask)
     modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in ("a.tsv", "b.tsv")}
     assert modes == {"a.tsv": 0o644, "b.tsv": 0o644}
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_writer_killed_mid_write_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    path = tmp_path / "model.pt"
+    code = ("import os, signal, sys; from editable_core import atomic_open\n"
+            "with atomic_open(sys.argv[1], 'wb') as f:\n    f.write(b'half'); f.flush(); os.kill(os.getpid(), 9)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(temporaries(path)) == 1 and not path.exists()
+    save_atomically({"w": torch.ones(1)}, path)
+    assert os.listdir(tmp_path) == ["model.pt"]
+
+
+def test_only_stale_temporaries_of_the_same_target_are_removed(tmp_path):
+    path = tmp_path / "a.pt"
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {"dead": f".a.pt.{_dead_pid()}.abcd1234.tmp", "old": ".a.pt.k2j4h5g6.tmp",
+                 "live": f".a.pt.{live.pid}.abcd1234.tmp", "other": f".b.pt.{_dead_pid()}.abcd1234.tmp",
+                 "unrelated": ".a.pt.notes"}
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"x")
+        save_atomically({}, path)
+    finally:
+        live.kill()
+        live.wait()
+    left = set(os.listdir(tmp_path))
+    assert left == {"a.pt", names["live"], names["other"], names["unrelated"]}
+
+
+def test_data_and_folder_are_fsynced_around_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = tmp_path / "e.tsv"
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write("x\n")
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
+    assert events[0][1].endswith(".tmp") and os.path.basename(events[0][1]).startswith(".e.tsv.")
+    assert events[1][1] == str(path) and events[2][1] == str(tmp_path)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from editable_core import Editable, call, select_parameters
+from editable_core import Editable, apply_edit, call, select_parameters
 
 
 def test_selection_by_module_name_parameter_name_list_predicate_and_module(mlp):
@@ -41,3 +41,14 @@ def test_call_in_training_mode_never_touches_batch_norm_statistics():
         assert torch.equal(value, before[name]), name
     model(torch.randn(8, 3))  # a plain forward still updates them
     assert not torch.equal(model[1].running_mean, before["1.running_mean"])
+
+
+def test_relative_change_measures_how_far_an_applied_edit_moved_the_tensors():
+    layer = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        layer.weight.fill_(1.0), layer.bias.fill_(0.0)
+    edit = apply_edit(layer, {"weight": torch.full((2, 3), 3.0)})
+    assert edit.relative_change() == pytest.approx(2.0)  # ||3 - 1|| / ||1|| over the 6 entries
+    edit.undo()
+    with pytest.raises(RuntimeError, match="already undone"):
+        edit.relative_change()

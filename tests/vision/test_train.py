@@ -97,7 +97,7 @@ def test_checkpoint_resume_is_exact(digits, tmp_path, mode, spec):
     assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
     saved = read_checkpoint(path)
     assert saved["trainer"]["epoch"] == 2 and saved["model_spec"] == spec
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
 def test_resume_needs_a_training_checkpoint(digits, tmp_path):

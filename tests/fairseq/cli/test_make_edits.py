@@ -11,7 +11,7 @@ def test_too_many_edits_for_the_subset_names_the_flag_and_writes_nothing(pipelin
                    cwd=tmp_path, check=False)
     assert proc.returncode == 1
     assert "editable-fairseq-make-edits: error: --eval-size 500: only" in proc.stderr
-    assert not (tmp_path / "e.tsv").exists() and not list(tmp_path.glob(".edits-*"))
+    assert not (tmp_path / "e.tsv").exists() and not list(tmp_path.glob(".*.tmp"))
 
 
 def test_missing_checkpoint_and_unpaired_flags_are_named(pipeline, tmp_path):

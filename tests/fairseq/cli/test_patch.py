@@ -61,7 +61,7 @@ def test_patch_changes_only_the_edited_layer_and_leaves_the_input_alone(pipeline
     changed = {k for k in original["model"] if not torch.equal(original["model"][k], new["model"][k])}
     assert changed and all(k.startswith("decoder.layers.1.") for k in changed)  # the last of 2 decoder layers
     assert new["extra_state"]["editable_patches"][-1]["target"] == desired
-    assert not list(out.parent.glob(".patch-*")), "no temporary file left behind"
+    assert not list(out.parent.glob(".*.tmp")), "no temporary file left behind"
 
 
 def test_a_tsv_of_fixes_applies_them_one_after_another(pipeline, tmp_path):
@@ -100,4 +100,4 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(pipeline, tmp_path):
     proc = run_cli([cli("editable-fairseq-patch"), str(missing), "--out", str(out), "--source", source, "--target",
                     "The dog."], cwd=tmp_path, check=False)
     assert proc.returncode == 1 and f"checkpoint '{missing}' does not exist" in proc.stderr
-    assert not out.exists() and not list(tmp_path.glob(".patch-*"))
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
