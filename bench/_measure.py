@@ -1,6 +1,7 @@
 """Measurement helpers shared by the bench scripts: interleaved timing and per-step peak memory."""
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import statistics
@@ -10,6 +11,20 @@ import time
 from typing import Callable
 
 import torch
+
+from editable_core import parse_backprop
+
+
+def backprop_modes(parser: argparse.ArgumentParser, text: str, flag: str = "--modes") -> list[str]:
+    """The comma list ``text`` of backprop modes (:func:`editable_core.parse_backprop`); a bad one is a
+    ``parser`` error naming ``flag``."""
+    modes = [mode for mode in text.split(",") if mode]
+    for mode in modes:
+        try:
+            parse_backprop(mode)
+        except ValueError as error:
+            parser.error(f"{flag}: {error}")
+    return modes
 
 
 def sync(device: torch.device) -> None:

@@ -29,10 +29,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import in_subprocess, interleaved_medians, peak_step_memory  # noqa: E402
+from _measure import backprop_modes, in_subprocess, interleaved_medians, peak_step_memory  # noqa: E402
 
-from editable_core import (Editable, RMSProp, classification_constraint, editable_training_loss,  # noqa: E402
-                           parse_backprop)
+from editable_core import Editable, RMSProp, classification_constraint, editable_training_loss  # noqa: E402
 from editable_vision.models import cifar_resnet18  # noqa: E402
 
 
@@ -111,12 +110,9 @@ def main() -> None:
                         "(k=10 forced) with this backprop mode, and exit")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # child mode: 'plain' or a backprop mode
     args = parser.parse_args()
-    modes = [m for m in args.modes.split(",") if m]
-    for mode in modes + ([args.profile] if args.profile else []):
-        try:
-            parse_backprop(mode)
-        except ValueError as error:
-            parser.error(f"--modes: {error}")
+    modes = backprop_modes(parser, args.modes)
+    if args.profile:
+        backprop_modes(parser, args.profile, "--profile")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 

@@ -22,7 +22,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from editable_core import parse_backprop
+from _measure import backprop_modes
 
 TRAIN = ["--width", "16", "--epochs", "20", "--threads", "1", "--quiet"]
 EDITORS = "trained,scaled_gd:0.03,rmsprop:0.0003"
@@ -47,12 +47,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/digits_modes", help="folder for checkpoints and JSON")
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (each uses one thread)")
     args = parser.parse_args()
-    modes = [m for m in args.modes.split(",") if m]
-    for mode in modes:
-        try:
-            parse_backprop(mode)
-        except ValueError as error:
-            parser.error(f"--modes: {error}")
+    modes = backprop_modes(parser, args.modes)
     if "full" not in modes:
         parser.error("--modes must include 'full': the other modes are judged against it")
     seeds = [int(s) for s in args.seeds.split(",")]

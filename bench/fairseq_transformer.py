@@ -40,7 +40,7 @@ from typing import Callable, Optional
 
 import torch
 
-from editable_core import parse_backprop
+from _measure import backprop_modes
 
 ROOT = Path(__file__).resolve().parent.parent
 IWSLT14_DICT_SIZES = {"de": 8848, "en": 6632}
@@ -147,12 +147,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     args = parser.parse_args(argv)
     if (args.data is None) != (args.edits is None) or (args.checkpoint and not args.data):
         parser.error("--data and --edits go together, and --checkpoint needs them")
-    modes = [m for m in args.modes.split(",") if m]
-    for mode in modes:
-        try:
-            parse_backprop(mode)
-        except ValueError as error:
-            parser.error(f"--modes: {error}")
+    modes = backprop_modes(parser, args.modes)
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)  # fairseq's INFO lines would drown the report
 
