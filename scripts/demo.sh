@@ -13,7 +13,7 @@ set -euo pipefail
 work=$1
 scripts=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work"
-merges=${MERGES:-6000} base_updates=${BASE_UPDATES:-800} cont_updates=${CONT_UPDATES:-100} c=${C:-3000}
+merges=${MERGES:-6000} base_updates=${BASE_UPDATES:-900} cont_updates=${CONT_UPDATES:-100} c=${C:-3000}
 edit_lrs=${EDIT_LRS:-1e-3 3e-4}
 train_edits=${TRAIN_EDITS:-200} eval_edits=${EVAL_EDITS:-50} alternatives=${ALTERNATIVES:-8}
 test_size=${TEST_SIZE:-300} beam=${BEAM:-4}
