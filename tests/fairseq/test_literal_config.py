@@ -22,10 +22,13 @@ PAYLOAD = "[__import__('os').system('touch {marker}') + 10]"
 
 @pytest.fixture(scope="module")
 def checkpoint(toy_data_bin: Path, tmp_path_factory) -> Path:
-    """One update of a plain fairseq translation model (``cfg.model`` is an ``argparse.Namespace``)."""
+    """One epoch of a plain fairseq translation model (``cfg.model`` is an ``argparse.Namespace``).
+
+    A whole epoch, not ``--max-update 1``: stopping mid-epoch leaves fairseq's prefetch thread inside torch at
+    interpreter exit, which sometimes aborts the process ("terminate called without an active exception")."""
     root = tmp_path_factory.mktemp("literal")
     run_cli([cli("fairseq-train"), str(toy_data_bin), "--task", "translation", "--user-dir", PLUGIN, *TINY_ARCH,
-             "--cpu", "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "800", "--max-update", "1",
+             "--cpu", "--optimizer", "adam", "--lr", "0.001", "--max-tokens", "800", "--max-epoch", "1",
              "--save-dir", "ckpt", "--no-epoch-checkpoints", "--disable-validation", "--no-save-optimizer-state",
              "--num-workers", "0"], cwd=root)
     return root / "ckpt" / "checkpoint_last.pt"
