@@ -221,7 +221,14 @@ class DecoderSplit:
         prev_output_tokens: ``[N, T]``. The encoder output is expanded to the ``N`` rows.
         """
         rows = torch.zeros(prev_output_tokens.size(0), dtype=torch.long, device=prev_output_tokens.device)
-        encoder_out = self.model.encoder.reorder_encoder_out(encoder_out, rows)
+        return self._run_to_suffix(self.model.encoder.reorder_encoder_out(encoder_out, rows), prev_output_tokens)
+
+    def batch_prefix(self, src_tokens: Tensor, src_lengths: Tensor, prev_output_tokens: Tensor) -> SuffixInput:
+        """Encoder and decoder up to the editable part for a batch: row ``i`` of ``prev_output_tokens``
+        ``[B, T]`` translates source ``i`` of ``src_tokens`` ``[B, S]``."""
+        return self._run_to_suffix(self.model.encoder(src_tokens, src_lengths=src_lengths), prev_output_tokens)
+
+    def _run_to_suffix(self, encoder_out: dict, prev_output_tokens: Tensor) -> SuffixInput:
         with self.capture(stop=True) as captured:
             try:
                 self.decoder(prev_output_tokens, encoder_out=encoder_out)

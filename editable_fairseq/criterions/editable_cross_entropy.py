@@ -14,8 +14,11 @@ One training forward:
    part and the RNG state there;
 2. the edit, in eval mode: encoder once on ``s``, decoder prefix once on ``y_0..y_k``, then up to ``k``
    editor steps that run only the suffix, with ``create_graph=True``;
-3. the edited pass over the batch: only the suffix, replayed on the recorded input with the recorded
-   RNG state (same dropout masks), so ``L_loc`` is exactly 0 when the edit changed nothing.
+3. the edited pass over the batch, by ``--loc-mode``: ``replay`` runs only the suffix, on the recorded
+   input with the recorded RNG state (same dropout masks), so ``L_loc`` is exactly 0 when the edit changed
+   nothing; ``eval`` runs the whole edited model in eval mode (no dropout), as deployed, against the
+   training-mode reference, as the authors' criterion does: ``L_loc`` then also pulls the dropout-free
+   model toward the predictions the base loss trains, and costs a full extra pass.
 
 ``--edit-backprop`` picks the outer gradient through step 2: ``full`` (exact), ``truncated:M`` or
 ``first_order`` (cheaper; they drop second-order terms, see ``editable_core.parse_backprop``).
@@ -39,12 +42,14 @@ from fairseq.criterions.label_smoothed_cross_entropy import (LabelSmoothedCrossE
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
-from editable_core import EDITORS, locality_kl, make_editor, parse_backprop, parse_learnable
+from editable_core import EDITORS, eval_mode, locality_kl, make_editor, parse_backprop, parse_learnable
 
 from ..decoder_split import EDITABLE_PARTS, split_for, unwrap_model
 from ..editing import HYPER_SHAPE, edit_translation
 
 _SUMMED_PER_EDIT = ("l_edit", "l_loc", "edit_success", "edit_steps")
+_PREFIX_INPUTS = ("src_tokens", "src_lengths", "prev_output_tokens")
+LOC_MODES = ("replay", "eval")
 
 
 @dataclass
@@ -76,6 +81,12 @@ class EditableCrossEntropyConfig(LabelSmoothedCrossEntropyCriterionConfig):
         metadata={"help": "what an edit may change: the final decoder layer, the penultimate one, or the "
                           "output projection"},
     )
+    loc_mode: ChoiceEnum(list(LOC_MODES)) = field(
+        default="replay",
+        metadata={"help": "the edited pass of L_loc: 'replay' the editable part with the plain pass's dropout masks "
+                          "(L_loc = 0 for an edit that changes nothing), or the whole edited model in 'eval' mode "
+                          "against the training-mode reference, as the paper's code"},
+    )
     edit_margin: float = field(
         default=0.0,
         metadata={"help": "added to l_e: 0 is the paper's constraint; a margin no edit reaches makes every edit "
@@ -96,7 +107,8 @@ class EditableCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
 
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  edit_coef=100.0, loc_coef=100.0, edit_max_steps=10, editor="rmsprop", edit_lr=1e-3,
-                 edit_learnable="auto", editable_layers="last", edit_margin=0.0, edit_backprop="full"):
+                 edit_learnable="auto", editable_layers="last", edit_margin=0.0, edit_backprop="full",
+                 loc_mode="replay"):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
         if not hasattr(task, "edit_sample_for"):
             raise ValueError("--criterion editable_cross_entropy needs --task editable_translation "
@@ -121,6 +133,9 @@ class EditableCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
         self.editable_layers = str(editable_layers)
         self.editor = make_editor(str(editor), float(edit_lr), parse_learnable(str(edit_learnable)), shape=HYPER_SHAPE)
         self.edit_margin = float(edit_margin)
+        if str(loc_mode) not in LOC_MODES:
+            raise ValueError(f"--loc-mode must be one of {LOC_MODES}, got {loc_mode!r}")
+        self.loc_mode = str(loc_mode)
 
     # --- checkpoints ------------------------------------------------------------------------------------
     def _flag_buffers(self) -> set[str]:
@@ -157,7 +172,12 @@ class EditableCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
                                   max_steps=self.edit_max_steps, create_graph=create_graph,
                                   margin=self.edit_margin, backprop=self.edit_backprop)
         logits = net_output[0]
-        edited_logits = logits if result.steps == 0 else split.run_suffix(captured, result.params)
+        if self.loc_mode == "eval" and training:
+            with eval_mode(core):
+                state = split.batch_prefix(*(sample["net_input"][k] for k in _PREFIX_INPUTS))
+                edited_logits = split.run_suffix(state, result.params if result.steps else None)
+        else:  # in eval mode (validation) both modes are this one
+            edited_logits = logits if result.steps == 0 else split.run_suffix(captured, result.params)
         l_loc = locality_kl(logits, edited_logits, sample["target"].ne(self.padding_idx))
         l_edit = result.edit_loss
         total = loss + self.edit_coef * l_edit + self.loc_coef * l_loc

@@ -125,6 +125,28 @@ def test_a_no_op_edit_has_exactly_zero_locality_loss(editable, fresh_toy):
     assert log["edit_steps"] == 0 and log["l_loc"] == 0.0 and log["l_edit"] == 0.0
 
 
+def test_eval_loc_mode_compares_the_eval_mode_edited_model_with_the_training_mode_reference(editable, fresh_toy):
+    """``--loc-mode eval`` (the authors' criterion): ``L_loc = KL(p_train || p_eval(theta_hat))`` over the tokens."""
+    from editable_core import eval_mode, locality_kl
+    from editable_fairseq.editing import apply_translation_edit, edit_translation
+
+    task, model, _, sample = editable
+    criterion = EditableCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=0.1, loc_mode="eval")
+    model.train()
+    torch.manual_seed(3)
+    total, _, log = criterion(model, sample)
+    total.backward()  # reaches the encoder through the eval-mode pass too
+    assert log["edit_steps"] >= 1 and model.encoder.embed_tokens.weight.grad.abs().sum() > 0
+    torch.manual_seed(3)  # the same dropout masks for the reference
+    reference = model(**sample["net_input"])[0]
+    edit = task.edit_sample_for(sample, training=True)
+    result = edit_translation(model, edit, criterion.editor, part="last", max_steps=10)
+    with eval_mode(model), torch.no_grad(), apply_translation_edit(model, result.params, "last"):
+        edited = model(**sample["net_input"])[0]
+    mask = sample["target"].ne(task.tgt_dict.pad())
+    assert log["l_loc"] == pytest.approx(locality_kl(reference, edited, mask).item(), rel=1e-4)
+
+
 def test_validation_edits_without_a_graph_and_logs_the_same_metrics(editable):
     task, model, criterion, sample = editable
     model.eval()
