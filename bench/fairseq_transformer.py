@@ -139,6 +139,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser.add_argument("--edit-max-steps", type=int, default=10, help="k editor steps")
     parser.add_argument("--modes", default="first_order,truncated:2",
                         help="comma list of cheaper --edit-backprop modes to time beside the exact one")
+    parser.add_argument("--loc-mode", default="replay", choices=["replay", "eval"],
+                        help="the criterion's --loc-mode (eval adds a whole eval-mode pass for L_loc)")
     parser.add_argument("--natural-steps", action="store_true",
                         help="let edits inside the update stop when satisfied instead of forcing k steps")
     parser.add_argument("--data", help="fairseq data-bin (dictionaries and a real batch) instead of synthetic")
@@ -163,7 +165,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
             data, edits = write_synthetic_data(Path(tmp), args.alternatives)
         editable_args = ["--criterion", "editable_cross_entropy", "--label-smoothing", "0.1",
                          "--edit-max-steps", str(args.edit_max_steps), "--editor", "rmsprop", "--edit-lr", "1e-3",
-                         "--edit-margin", str(0.0 if args.natural_steps else FORCE_MARGIN)]
+                         "--edit-margin", str(0.0 if args.natural_steps else FORCE_MARGIN),
+                         "--loc-mode", args.loc_mode]
         plain_args = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
         cfg_e, task_e = build(data, edits, editable_args, [])
         cfg_p, task_p = build(data, edits, plain_args, [])
@@ -215,7 +218,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     report = {
         "device": "cpu", "threads": args.threads, "batch_target_tokens": int(sample["ntokens"]),
         "batch_sentences": int(sample["nsentences"]), "alternatives": args.alternatives,
-        "max_steps": args.edit_max_steps, "edit_steps_in_updates": steps_taken["editable"],
+        "max_steps": args.edit_max_steps, "loc_mode": args.loc_mode, "edit_steps_in_updates": steps_taken["editable"],
         "plain_update_s": round(plain_s, 3), "editable_update_s": round(editable_s, 3),
         "plain_update_times_s": [round(t, 3) for t in times["plain"]],
         "editable_update_times_s": [round(t, 3) for t in times["editable"]],
@@ -223,7 +226,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
         "editable_update_over_plain_update": round(editable_s / plain_s, 3),
         "edit10_ms": round(1000 * statistics.median(latencies), 1),
     }
-    summary = {"editable_update_over_plain_update": report["editable_update_over_plain_update"]}
+    summary = {"editable_update_over_plain_update": report["editable_update_over_plain_update"],
+               "loc_mode": args.loc_mode}
     for mode in modes:
         key, mode_s = mode.replace(":", "_"), statistics.median(times[f"editable_{mode}"])
         report[f"editable_update_s_{key}"] = round(mode_s, 3)

@@ -5,7 +5,8 @@
 # of updates three ways: plainly, and with Editable Training at alpha 1e-3 and 3e-4 (c_edit = c_loc = C in
 # the paper's units: added once per batch to the token-summed loss); the Table-6-shaped comparison on the test
 # sentences; and one real mistranslation fixed with editable-fairseq-patch. Sizes can be changed through the
-# environment: MERGES BASE_UPDATES CONT_UPDATES C EDIT_LRS TRAIN_EDITS EVAL_EDITS ALTERNATIVES TEST_SIZE BEAM.
+# environment: MERGES BASE_UPDATES CONT_UPDATES CONT_LR C LOC_MODE EDIT_LRS TRAIN_EDITS EVAL_EDITS ALTERNATIVES
+# TEST_SIZE BEAM, and TEST_SUBSET=valid to tune on validation sentences instead of reporting test ones.
 # Steps whose outputs exist in WORKDIR are skipped (delete a folder to redo it).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -14,18 +15,18 @@ work=$1
 scripts=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work"
 merges=${MERGES:-6000} base_updates=${BASE_UPDATES:-900} cont_updates=${CONT_UPDATES:-100} c=${C:-3000}
-edit_lrs=${EDIT_LRS:-1e-3 3e-4}
+edit_lrs=${EDIT_LRS:-1e-3 3e-4} cont_lr=${CONT_LR:-3e-4} loc_mode=${LOC_MODE:-replay}
 train_edits=${TRAIN_EDITS:-200} eval_edits=${EVAL_EDITS:-50} alternatives=${ALTERNATIVES:-8}
-test_size=${TEST_SIZE:-300} beam=${BEAM:-4}
+test_size=${TEST_SIZE:-300} beam=${BEAM:-4} test_subset=${TEST_SUBSET:-test}
 command -v fairseq-train >/dev/null || die "fairseq-train is not on PATH: run make install, then PATH=.venv/bin:\$PATH"
 
 # a 3+3-layer, 256-d transformer_iwslt_de_en; Adam at 1.5e-3 (warm-up 150) for the baseline, then every row
-# continues from it at 3e-4 (inverse square root decay): the lower learning rate is what lifts BLEU there
+# continues from it at CONT_LR (a fresh Adam: fairseq restores an optimizer only for the same criterion)
 SMALL=(--cpu --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --decoder-embed-dim 256
   --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4
   --share-all-embeddings --dropout 0.1 --max-tokens 4096 --num-workers 0 --seed 1
   --log-format simple --log-interval 25 --disable-validation --no-save-optimizer-state)
-CONTINUE=(--lr 3e-4 --warmup-updates 10)
+CONTINUE=(--lr "$cont_lr" --warmup-updates 10)
 data=$work/ding/data-bin
 timings=$work/timings.txt
 : > "$timings"
@@ -50,11 +51,12 @@ rows=("$work/plain/checkpoint_last.pt") names=("Baseline training, α=1e-3")
 for lr in $edit_lrs; do
   [ -f "$work/editable-$lr/checkpoint_last.pt" ] || stage "continue-editable-$lr" bash "$scripts/train-editable.sh" \
     "$data" "$work/edits/train.tsv" "$work/editable-$lr" "$lr" "$cont_updates" "${SMALL[@]}" "${CONTINUE[@]}" \
-    --edit-coef "$c" --loc-coef "$c" --finetune-from-model "$base"
-  rows+=("$work/editable-$lr/checkpoint_last.pt") names+=("Editable, c_edit=c_loc=$c, α=$lr")
+    --edit-coef "$c" --loc-coef "$c" --loc-mode "$loc_mode" --finetune-from-model "$base"
+  rows+=("$work/editable-$lr/checkpoint_last.pt")
+  names+=("Editable, c_edit=c_loc=$c, α=$lr$([ "$loc_mode" = replay ] || echo ", L_loc in $loc_mode mode")")
 done
 stage evaluate bash "$scripts/evaluate.sh" "$data" "$work/edits/eval.tsv" "$eval_edits" "$test_size" "$work/eval" \
-  "${rows[@]}" -- --beam "$beam" --batch-size 300 --no-progress --names "${names[@]}"
+  "${rows[@]}" -- --beam "$beam" --batch-size 300 --no-progress --test-subset "$test_subset" --names "${names[@]}"
 
 # a real mistranslation: the first short test sentence (<= 8 words) that the deployed model gets wrong
 shipped=$work/plain/checkpoint_last.pt
@@ -81,7 +83,7 @@ stage generate-patched fairseq-generate "$data" --user-dir "$PLUGIN" --path "$wo
   --cpu --beam 5 --batch-size 128 --remove-bpe
 
 echo
-echo "## Table 6 on the Ding corpus (CPU demo: $eval_edits edits, BLEU on $test_size test sentences, beam $beam;"
+echo "## Table 6 on the Ding corpus (CPU demo: $eval_edits edits, BLEU on $test_size $test_subset sentences, beam $beam;"
 echo "## drawdown ± its standard error over the edits)"
 cat "$work/eval/table.md"
 echo
