@@ -206,6 +206,8 @@ def test_bad_configuration_is_a_clear_error(editable):
         EditableCrossEntropyCriterion(task, False, 0.1, edit_backprop="truncated:0")
     with pytest.raises(ValueError, match="--loc-coef must be >= 0"):
         EditableCrossEntropyCriterion(task, False, 0.1, loc_coef=-1.0)
+    with pytest.raises(ValueError, match="--loc-mode must be one of"):
+        EditableCrossEntropyCriterion(task, False, 0.1, loc_mode="train")
     from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
     plain_task = TranslationTask(TranslationConfig(), task.src_dict, task.tgt_dict)
