@@ -124,7 +124,7 @@ def test_torchrun_evaluate_gives_one_process_rows(worker, tmp_path):
             "--num-edits", "7", "--control-limit", "100", "--generalisation", "3", "--sequential", "3", "--runs", "3",
             "--device", "cpu"]
     proc = torchrun("-m", "editable_vision", *args, "--json", str(tmp_path / "two.json"), cwd=tmp_path)
-    assert proc.stdout.count("| Training Procedure |") == 1, "rank 0 alone prints"
+    assert proc.stdout.count("| Training Procedure |") == 2, "rank 0 alone prints (table 3, generalisation)"
     assert main([*args, "--quiet", "--json", str(tmp_path / "one.json")]) == 0
     two, one = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
     assert [r["num_edits"] for r in one["rows"]] == [7, 7] and len(one["sequential"]["ed"]) == 3
