@@ -11,7 +11,7 @@ from .editors import (EDITORS, Adam, Editor, GradientDescent, Learnable, Momentu
                       ScaledGradientDescent, make_editor, parse_learnable)
 from .hyper import Interval, Positive
 from .metrics import (ControlSet, EditMetrics, classification_error, drawdown, drawdown_standard_error,
-                      evaluate_edits, mean_steps, sequential_edit_curve, success_rate, summarize)
+                      edit_errors, evaluate_edits, mean_steps, sequential_edit_curve, success_rate, summarize)
 from .objective import Objective, editable_objective, editable_training_loss, locality_kl
 from .parameters import AppliedEdit, apply_edit, call, select_parameters
 
@@ -21,7 +21,7 @@ __all__ = [
     "EDITORS", "Adam", "AppliedEdit", "ControlSet", "EditMetrics", "EditResult", "Editable", "Editor",
     "GradientDescent", "Interval", "Learnable", "Momentum", "Objective", "Positive", "RMSProp", "RProp",
     "ScaledGradientDescent", "apply_edit", "atomic_open", "call", "classification_constraint",
-    "classification_error", "drawdown", "drawdown_standard_error", "edit", "editable_objective",
+    "classification_error", "drawdown", "drawdown_standard_error", "edit", "edit_errors", "editable_objective",
     "editable_training_loss", "eval_mode", "evaluate_edits", "locality_kl", "make_editor", "mean_steps",
     "parse_backprop", "parse_learnable", "save_atomically", "select_parameters", "sequence_constraint",
     "sequence_log_prob",

@@ -96,10 +96,10 @@ class ControlSet:
         return classification_error(logits, self.labels.to(logits.device))
 
 
-def evaluate_edits(editable: Editable, control: ControlSet, edit_inputs: Tensor, edit_targets: Tensor,
-                   progress: Optional[Progress] = None) -> tuple[EditMetrics, list[EditResult]]:
-    """Apply each edit ``(edit_inputs[i], edit_targets[i])`` independently and measure it on ``control``."""
-    base_error = control.error()
+def edit_errors(editable: Editable, control: ControlSet, edit_inputs: Tensor, edit_targets: Tensor,
+                progress: Optional[Progress] = None) -> tuple[list[float], list[EditResult]]:
+    """Apply each edit ``(edit_inputs[i], edit_targets[i])`` independently: the control error after each edit
+    and its result (the raw material of :func:`summarize`; edits split over processes concatenate)."""
     results, errors = [], []
     indices: Iterable[int] = range(len(edit_inputs))
     with eval_mode(editable.module):
@@ -107,6 +107,14 @@ def evaluate_edits(editable: Editable, control: ControlSet, edit_inputs: Tensor,
             result = editable.edit(edit_inputs[i:i + 1], edit_targets[i:i + 1])
             results.append(result)
             errors.append(control.error(result.params))
+    return errors, results
+
+
+def evaluate_edits(editable: Editable, control: ControlSet, edit_inputs: Tensor, edit_targets: Tensor,
+                   progress: Optional[Progress] = None) -> tuple[EditMetrics, list[EditResult]]:
+    """Apply each edit ``(edit_inputs[i], edit_targets[i])`` independently and measure it on ``control``."""
+    base_error = control.error()
+    errors, results = edit_errors(editable, control, edit_inputs, edit_targets, progress)
     return summarize(base_error, errors, results), results
 
 

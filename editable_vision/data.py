@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from editable_core.errors import InputError
 
@@ -196,12 +196,14 @@ def load_data(name: str, root: Optional[str] = None, *, image_size: Optional[int
 
 
 def loader(dataset: Dataset, batch_size: int, *, shuffle: bool, workers: int = 0,
-           generator: Optional[torch.Generator] = None, drop_last: bool = False) -> DataLoader:
+           generator: Optional[torch.Generator] = None, drop_last: bool = False,
+           sampler: Optional[Sampler] = None) -> DataLoader:
     """A DataLoader with ``workers`` worker processes; ``generator`` fixes the order and the workers'
-    seeds (so a resumed run sees the same batches)."""
+    seeds (so a resumed run sees the same batches); ``sampler`` (e.g. a ``DistributedSampler``) replaces
+    the shuffle."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator,
                       drop_last=drop_last, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=False)
+                      persistent_workers=False, sampler=sampler)
 
 
 def stack(dataset: Dataset, limit: Optional[int] = None, workers: int = 0,

@@ -3,21 +3,26 @@ and 2), edit generalisation, and the sequential-edit curve (Figure 5).
 
 Every evaluation runs in eval mode (batch-norm running statistics), as at deployment, and measures
 the error on a control set whose prefix features are cached once (``editable_core.ControlSet``).
+
+In a process group (torchrun, :mod:`editable_vision.distributed`) :func:`evaluate` (and so :func:`sweep`),
+:func:`generalisation` and :func:`sequential_curves` give each rank its block of the edits (of the runs) and
+gather the per-edit figures in order: every rank returns exactly what one process would.
 """
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from editable_core import (EDITORS, ControlSet, EditMetrics, Editor, eval_mode, evaluate_edits, make_editor,
-                           sequential_edit_curve)
+from editable_core import (EDITORS, ControlSet, EditMetrics, Editor, edit_errors, eval_mode, make_editor,
+                           sequential_edit_curve, summarize)
 
+from . import distributed
 from .api import VisionEditable, resolve_part
 from .targets import TARGETS, match_rank_targets, random_targets
 
@@ -74,11 +79,19 @@ def _draw(images: Tensor, num_edits: int, seed: int) -> tuple[torch.Generator, T
 
 def evaluate(editable: VisionEditable, control: ControlSet, edits: EditSet, *, progress: bool = True,
              desc: str = "edits") -> EditMetrics:
-    """Apply each edit independently (from the unedited model) and summarise (drawdown, success, steps)."""
-    device = editable.device
-    metrics, _ = evaluate_edits(editable, control, edits.images.to(device), edits.targets.to(device),
-                                progress=progress_bar(desc, progress))
-    return metrics
+    """Apply each edit independently (from the unedited model) and summarise (drawdown, success, steps).
+    In a process group each rank applies its block of the N edits and the per-edit figures are gathered."""
+    device, ctx = editable.device, distributed.current()
+    base_error = control.error()
+    mine = distributed.shard(len(edits.targets), ctx)
+    block = slice(mine.start, mine.stop)
+    errors, results = edit_errors(editable, control, edits.images[block].to(device), edits.targets[block].to(device),
+                                  progress=progress_bar(desc, progress and ctx.is_main))
+    if ctx.enabled:  # gather the figures, not the edited tensors
+        outcomes = distributed.gather([(e, replace(r, params={}, l_e=r.l_e.detach().cpu()))
+                                       for e, r in zip(errors, results)], ctx)
+        errors, results = [e for e, _ in outcomes], [r for _, r in outcomes]
+    return summarize(base_error, errors, results)
 
 
 @dataclass
@@ -165,22 +178,30 @@ def generalisation(editable: VisionEditable, images: Tensor, edits: EditSet, aug
                    *, num_augmentations: int = 5, seed: int = 0, progress: bool = True) -> Generalisation:
     """For each edit image ``images[i]``, find its nearest other image ``j`` in penultimate features,
     edit with ``num_augmentations`` augmentations of ``i`` (all must reach the target), and measure how
-    often augmentations of ``j`` are then classified as the target."""
+    often augmentations of ``j`` are then classified as the target. In a process group each rank edits its
+    block of the pairs; it still draws the augmentations of the pairs before it, so that its random stream is
+    the one a single process would use there."""
     features = penultimate_features(editable, images)
     distances = torch.cdist(features[edits.indices.to(features.device)], features)
     distances[torch.arange(len(edits.indices)), edits.indices.to(features.device)] = math.inf
     neighbours = distances.argmin(1).cpu()
-    successes, hits, hits_before = 0, 0.0, 0.0
+    ctx = distributed.current()
+    mine = distributed.shard(len(edits.indices), ctx)
+    outcomes = []  # (success, hit rate after, hit rate before) per pair of this rank
     with torch.random.fork_rng(devices=[]), eval_mode(editable.module):
         torch.manual_seed(seed)
-        for i in progress_bar("generalisation", progress)(range(len(edits.indices))):
+        for i in progress_bar("generalisation", progress and ctx.is_main)(range(mine.stop)):
             target = int(edits.targets[i])
             source = torch.stack([augment(images[edits.indices[i]]) for _ in range(num_augmentations)])
             probe = torch.stack([augment(images[neighbours[i]]) for _ in range(num_augmentations)])
+            if i < mine.start:
+                continue
             result = editable.edit(source, target)
-            successes += result.success
-            hits += (editable.predict(probe, result.params) == target).float().mean().item()
-            hits_before += (editable.predict(probe) == target).float().mean().item()
+            outcomes.append((result.success, (editable.predict(probe, result.params) == target).float().mean().item(),
+                             (editable.predict(probe) == target).float().mean().item()))
+    successes, hits, hits_before = 0, 0.0, 0.0
+    for success, hit, hit_before in distributed.gather(outcomes, ctx):  # summed in order, as one process does
+        successes, hits, hits_before = successes + success, hits + hit, hits_before + hit_before
     n = len(edits.indices)
     return Generalisation(n, successes / n, hits / n, hits_before / n)
 
@@ -189,13 +210,15 @@ def sequential_curves(editable: VisionEditable, images: Tensor, labels: Tensor, 
                       targets: str = "random", rank_probs: Optional[Tensor] = None, seed: int = 0,
                       progress: bool = True) -> list[list[float]]:
     """``runs`` curves of the control error after 0, 1, ..., ``num_edits`` edits applied one after
-    another (Figure 5, bottom-left); each run draws its own edits."""
-    device = editable.device
+    another (Figure 5, bottom-left); each run draws its own edits. In a process group each rank takes its
+    block of the runs."""
+    device, ctx = editable.device, distributed.current()
     control = ControlSet(editable, images.to(device), labels.to(device))
     curves = []
-    for run in range(runs):
+    for run in distributed.shard(runs, ctx):
         edits = make_edit_set(editable, images, num_edits, targets=targets, rank_probs=rank_probs,
                               seed=seed + 1000 * run)
         curves.append(sequential_edit_curve(editable, control, edits.images.to(device), edits.targets.to(device),
-                                            progress=progress_bar(f"sequential run {run + 1}", progress)))
-    return curves
+                                            progress=progress_bar(f"sequential run {run + 1}",
+                                                                  progress and ctx.is_main)))
+    return distributed.gather(curves, ctx)

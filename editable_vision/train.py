@@ -10,9 +10,16 @@
   ``lr_extra`` for the extra layer and the editor's hyper-parameters (4.3: 1e-5 and 1e-3).
 * ``distill``: the KL term alone, same optimiser (the distillation-only baseline of Table 4).
 
-Parts listed in ``freeze`` get no gradient and keep eval-mode batch-norm, so they stay bit-for-bit fixed.
-Checkpoints (see :mod:`editable_vision.checkpoint`) are written at the end of each epoch and resume exactly:
-optimizer, editor hyper-parameters, teacher, RNG states, epoch and step all travel in them.
+Parts listed in ``freeze`` get no gradient and keep eval-mode batch-norm, so they stay bit-for-bit fixed;
+``batch_norm="frozen"`` keeps every batch-norm layer in eval mode (running statistics fixed, its affine
+weights still trained). Checkpoints (see :mod:`editable_vision.checkpoint`) are written at the end of each
+epoch and resume exactly: optimizer, editor hyper-parameters, teacher, RNG states, epoch and step all
+travel in them.
+
+Under torchrun (:mod:`editable_vision.distributed`) each of the N processes trains on its
+``DistributedSampler`` shard, ``batch_size`` images per step (a global batch of ``N * batch_size``), with
+its own edit samples; ``DistributedDataParallel`` averages the gradients of the model and of the editor's
+hyper-parameters (:class:`TrainingLoss` holds both); rank 0 alone writes checkpoints.
 """
 from __future__ import annotations
 
@@ -25,10 +32,13 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from editable_core import editable_training_loss, locality_kl, parse_backprop, save_atomically
 
+from . import distributed
 from .api import VisionEditable
 from .checkpoint import editable_from_checkpoint, editable_payload, module_state, read_checkpoint
 from .data import VisionData, loader, stack
@@ -39,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 MODES = ("plain", "editable", "finetune", "distill")
 SCHEDULES = ("constant", "cosine")
+#: batch: train-mode batch-norm (each process's batch statistics); frozen: eval mode throughout
+BATCH_NORMS = ("batch", "frozen")
 #: where Editable Fine-Tuning's settings (4.3) differ from training from scratch: one epoch, SGD at 1e-5 for the
 #: pre-existing layers, lighter edit terms
 FINETUNE_DEFAULTS = {"epochs": 1, "lr": 1e-5, "c_edit": 0.03, "c_loc": 0.03}
@@ -61,6 +73,7 @@ class TrainConfig:
     freeze: list[str] = field(default_factory=list)
     max_norm: Optional[float] = 10.0
     schedule: str = "cosine"
+    batch_norm: str = "batch"
     eval_locality: bool = True
     backprop: str = "full"
     seed: int = 0
@@ -73,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"unknown edit targets {self.targets!r}; choose one of {list(TARGETS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown learning-rate schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
+        if self.batch_norm not in BATCH_NORMS:
+            raise ValueError(f"unknown batch-norm mode {self.batch_norm!r}; choose one of {list(BATCH_NORMS)}")
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         parse_backprop(self.backprop)
@@ -106,11 +121,14 @@ class EpochLoop:
     schedule, a divergence check, and one record of means per epoch in ``history``.
 
     A subclass sets ``optimizer`` and implements :meth:`train_step` and :meth:`test_error` (and :meth:`save`
-    to checkpoint); ``label`` names it in progress bars and logs.
+    to checkpoint); ``label`` names it in progress bars and logs. A subclass that trains data-parallel sets
+    ``dist`` to its process group's context: each rank then takes its ``DistributedSampler`` shard and the
+    epoch's means are over all ranks.
     """
 
     label = "train"
     optimizer: torch.optim.Optimizer
+    dist: distributed.Context = distributed.SINGLE
 
     def __init__(self, data: VisionData, config: TrainConfig, *, workers: int = 0, progress: bool = True):
         self.data, self.config, self.workers, self.progress = data, config, workers, progress
@@ -132,21 +150,38 @@ class EpochLoop:
     def save(self, path: str) -> None:
         raise NotImplementedError
 
-    def _set_lr(self, batches_per_epoch: int) -> None:
-        """Cosine schedule: ``lr = initial_lr * (1 + cos(pi * step / total_steps)) / 2``, a function of
-        the step alone (so a resumed run continues it exactly); constant otherwise."""
+    def _set_lr(self, position: int, total: int) -> None:
+        """Cosine schedule: ``lr = initial_lr * (1 + cos(pi * position / total)) / 2`` where ``position`` counts
+        the batches of the schedule (``epoch * batches_per_epoch + batch``, the step of a run on one number of
+        processes) and ``total`` is ``epochs * batches_per_epoch``: a resumed run continues it exactly, on another
+        number of processes too; constant otherwise."""
         if self.config.schedule != "cosine":
             return
-        total = max(1, self.config.epochs * batches_per_epoch)
-        factor = 0.5 * (1 + math.cos(math.pi * min(self.step, total) / total))
+        total = max(1, total)
+        factor = 0.5 * (1 + math.cos(math.pi * min(position, total) / total))
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
 
+    def _batches(self) -> DataLoader:
+        """This epoch's batches: a shuffle seeded by (seed, epoch) in one process; under DDP this rank's
+        ``DistributedSampler`` shard (``set_epoch`` each epoch, the tail dropped so that every rank takes the
+        same number of steps)."""
+        cfg, train = self.config, self.data.train
+        order = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.epoch)
+        if not self.dist.enabled:
+            return loader(train, cfg.batch_size, shuffle=True, workers=self.workers, generator=order,
+                          drop_last=len(train) > cfg.batch_size)
+        sampler = DistributedSampler(train, self.dist.world_size, self.dist.rank, shuffle=True, seed=cfg.seed,
+                                     drop_last=True)
+        sampler.set_epoch(self.epoch)
+        order.manual_seed(distributed.rank_seed(cfg.seed * 1_000_003 + self.epoch, self.dist.rank))  # workers' seeds
+        return loader(train, cfg.batch_size, shuffle=False, workers=self.workers, generator=order,
+                      drop_last=len(sampler) > cfg.batch_size, sampler=sampler)
+
     def train_epoch(self) -> dict[str, float]:
-        """One pass over the training set (at most ``max_batches`` batches); returns the epoch's means."""
-        order = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch)
-        batches = loader(self.data.train, self.config.batch_size, shuffle=True, workers=self.workers,
-                         generator=order, drop_last=len(self.data.train) > self.config.batch_size)
+        """One pass over the training set (at most ``max_batches`` batches); returns the epoch's means (over
+        all ranks)."""
+        batches = self._batches()
         total = len(batches) if self.config.max_batches is None else min(len(batches), self.config.max_batches)
         sums: dict[str, float] = {}
         start = time.perf_counter()
@@ -155,7 +190,7 @@ class EpochLoop:
         for i, (images, labels) in enumerate(bar):
             if i >= total:
                 break
-            self._set_lr(total)
+            self._set_lr(self.epoch * total + i, self.config.epochs * total)
             stats = self.train_step(images, labels)
             if not math.isfinite(stats["loss"]):
                 raise FloatingPointError(f"{self.label} training diverged at step {self.step}: loss {stats['loss']}")
@@ -163,12 +198,14 @@ class EpochLoop:
                 sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix(loss=f"{stats['loss']:.3f}")
         bar.close()
-        record = {k: v / max(total, 1) for k, v in sums.items()}
+        sums = distributed.all_sum(sums, self.dist)
+        record = {k: v / max(total * self.dist.world_size, 1) for k, v in sums.items()}
         record.update(epoch=self.epoch + 1, step=self.step, seconds=time.perf_counter() - start,
                       test_error=self.test_error(), **self.epoch_values())
         self.epoch += 1
         self.history.append(record)
-        logger.info("%s epoch %d: %s", self.label, self.epoch, ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
+        if self.dist.is_main:
+            logger.info("%s epoch %d: %s", self.label, self.epoch, ", ".join(f"{k}={v:.4g}" for k, v in record.items()))
         return record
 
     def fit(self, checkpoint: Optional[str] = None) -> list[dict[str, float]]:
@@ -187,12 +224,45 @@ class EpochLoop:
         return self.history
 
 
+class TrainingLoss(nn.Module):
+    """The training objective as one module, so that ``DistributedDataParallel`` can wrap it: its parameters
+    are the model's *and* the editor's learnable hyper-parameters, and its forward runs the edit (with
+    ``create_graph=True``, differentiated as ``config.backprop`` says) and returns ``(loss, stats)``.
+
+    forward(images ``[B, C, H, W]``, targets (labels ``[B]`` or teacher logits ``[B, classes]``), edit
+    (``(image [1, C, H, W], target [1])`` in the modes that edit)).
+    """
+
+    def __init__(self, editable: VisionEditable, config: TrainConfig):
+        super().__init__()
+        self.editable, self.config = editable, config
+
+    def forward(self, images: Tensor, targets: Tensor,
+                edit: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, dict[str, float]]:
+        cfg = self.config
+        base_loss: Callable[[Tensor, Tensor], Tensor] = kl_to_teacher if cfg.distils else F.cross_entropy
+        if not cfg.edits:
+            loss = base_loss(self.editable(images), targets)
+            return loss, {"l_base": loss.item()}
+        if edit is None:
+            raise ValueError(f"training mode {cfg.mode!r} needs an edit (image, target) per step")
+        objective, result = editable_training_loss(self.editable, images, targets, *edit, c_edit=cfg.c_edit,
+                                                   c_loc=cfg.c_loc, base_loss=base_loss,
+                                                   eval_locality=cfg.eval_locality, backprop=cfg.backprop)
+        return objective.total, {"l_base": objective.l_base.item(), "l_edit": objective.l_edit.item(),
+                                 "l_loc": objective.l_loc.item(), "edit_success": float(result.success),
+                                 "edit_steps": float(result.steps)}
+
+
 class Trainer(EpochLoop):
     """Trains ``editable.module`` (and the editor's learnable hyper-parameters) on ``data``.
 
     model_spec / data_spec: JSON-able descriptions stored in checkpoints (see ``build_model``,
     ``load_data``). rank_probs: ``[classes]`` rank distribution for ``targets="match-ranks"``.
     teacher_state: the original network's state (for resuming a fine-tuning run).
+    In an initialised process group of N > 1 ranks (:func:`editable_vision.distributed.current`) it trains
+    data-parallel: :class:`TrainingLoss` inside ``DistributedDataParallel``, each rank's edit samples and
+    augmentations from its own seed (:func:`~editable_vision.distributed.rank_seed`).
     """
 
     def __init__(self, editable: VisionEditable, data: VisionData, config: TrainConfig, *,
@@ -201,13 +271,18 @@ class Trainer(EpochLoop):
                  teacher_state: Optional[dict[str, Tensor]] = None, progress: bool = True):
         if config.targets == "match-ranks" and config.edits and rank_probs is None:
             raise ValueError("match-ranks targets need a rank distribution (rank_probs)")
-        super().__init__(data, config, workers=workers, progress=progress)
+        self.dist = distributed.current()
+        super().__init__(data, config, workers=workers, progress=progress and self.dist.is_main)
         self.label = config.mode
         self.device = torch.device(device)
         self.editable = editable.to(self.device)
         self.model_spec, self.data_spec, self.rank_probs = dict(model_spec), dict(data_spec), rank_probs
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(distributed.rank_seed(config.seed, self.dist.rank))
+        if self.dist.enabled:
+            torch.manual_seed(distributed.rank_seed(config.seed, self.dist.rank))  # this rank's augmentations
         self.frozen = self._freeze(config.freeze)
+        self.objective = TrainingLoss(self.editable, config)
+        self.model = distributed.wrap(self.objective, self.dist, self.device)  # rank 0's weights on every rank
         self.teacher = self._teacher(teacher_state) if config.distils else None
         self.optimizer = self._optimizer()
         for group in self.optimizer.param_groups:
@@ -248,10 +323,14 @@ class Trainer(EpochLoop):
         self.editable.module.train()
         for part in self.frozen:
             part.eval()
+        if self.config.batch_norm == "frozen":
+            for module in self.editable.module.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
 
-    def _sample_edit(self) -> tuple[Tensor, Tensor]:
+    def sample_edit(self) -> tuple[Tensor, Tensor]:
         """One edit ``(image [1, C, H, W], target [1])``: an augmented training image, a random or
-        rank-matched target."""
+        rank-matched target (drawn from this rank's generator)."""
         index = int(torch.randint(len(self.data.train), (1,), generator=self.generator))
         image = self.data.train[index][0][None].to(self.device)
         if self.config.targets == "random":
@@ -260,41 +339,52 @@ class Trainer(EpochLoop):
             target = match_rank_targets(self.editable.logits(image), self.rank_probs, self.generator)
         return image, target.to(self.device)
 
-    def train_step(self, images: Tensor, labels: Tensor) -> dict[str, float]:
-        cfg = self.config
+    def backward(self, images: Tensor, labels: Tensor, edit: Optional[tuple[Tensor, Tensor]] = None,
+                 scale: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+        """The objective on ``images [B, C, H, W]``, ``labels [B]`` (and ``edit``, drawn with
+        :meth:`sample_edit` if None in a mode that edits), back-propagated times ``scale``; gradients
+        accumulate (averaged over ranks under DDP). Returns the loss and its terms."""
         self._train_mode()
-        self.optimizer.zero_grad(set_to_none=True)
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-        base_loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
-        targets: Tensor = labels
-        if cfg.distils:
+        targets = labels
+        if self.config.distils:
             with torch.no_grad():
                 targets = self.teacher(images)
-            base_loss = kl_to_teacher
-        if cfg.edits:
-            objective, result = editable_training_loss(self.editable, images, targets, *self._sample_edit(),
-                                                       c_edit=cfg.c_edit, c_loc=cfg.c_loc, base_loss=base_loss,
-                                                       eval_locality=cfg.eval_locality, backprop=cfg.backprop)
-            loss = objective.total
-            stats = {"l_base": objective.l_base.item(), "l_edit": objective.l_edit.item(),
-                     "l_loc": objective.l_loc.item(), "edit_success": float(result.success),
-                     "edit_steps": float(result.steps)}
-        else:
-            loss = base_loss(self.editable(images), targets)
-            stats = {"l_base": loss.item()}
-        loss.backward()
-        if cfg.max_norm is not None:
+        if self.config.edits and edit is None:
+            edit = self.sample_edit()
+        loss, stats = self.model(images, targets, edit)
+        (loss * scale if scale != 1.0 else loss).backward()
+        return loss, stats
+
+    def optimizer_step(self) -> dict[str, float]:
+        """Clip the gradients (``max_norm``; under DDP the averaged ones, the same on every rank) and step."""
+        stats = {}
+        if self.config.max_norm is not None:
             params = [p for p in self.editable.parameters() if p.grad is not None]
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_norm))
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, self.config.max_norm))
         self.optimizer.step()
         self.step += 1
-        return {"loss": loss.item(), **stats}
+        return stats
+
+    def train_step(self, images: Tensor, labels: Tensor, edit: Optional[tuple[Tensor, Tensor]] = None
+                   ) -> dict[str, float]:
+        """One optimiser step on ``images [B, C, H, W]``, ``labels [B]`` (and ``edit``, drawn if None)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, stats = self.backward(images, labels, edit)
+        return {"loss": loss.item(), **stats, **self.optimizer_step()}
 
     def test_error(self) -> float:
+        """Classification error on the test set (eval mode); under DDP each rank counts its block."""
         if self._test is None:
-            self._test = stack(self.data.test, workers=self.workers)
+            test = self.data.test
+            if self.dist.enabled:
+                test = torch.utils.data.Subset(test, distributed.shard(len(test), self.dist))
+            self._test = stack(test, workers=self.workers)
         images, labels = self._test
-        return (self.editable.predict(images).cpu() != labels).float().mean().item()
+        if not self.dist.enabled:
+            return (self.editable.predict(images).cpu() != labels).float().mean().item()
+        wrong = {"wrong": float((self.editable.predict(images).cpu() != labels).sum())}
+        return distributed.all_sum(wrong, self.dist)["wrong"] / len(self.data.test)
 
     def epoch_values(self) -> dict[str, float]:
         return self.editor_values()
@@ -304,28 +394,45 @@ class Trainer(EpochLoop):
         editor = self.editable.editor
         return {f"editor_{h}": getattr(editor, h)().detach().item() for h in editor.hyper_parameters}
 
+    def _rng_state(self) -> dict[str, Any]:
+        return {"rng_cpu": torch.get_rng_state(), "generator": self.generator.get_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything a checkpoint needs to resume this run exactly."""
+        """Everything a checkpoint needs to resume this run exactly (under DDP also ``world_size`` and every
+        rank's random states in ``ranks``, gathered: all ranks must call it)."""
         state = editable_payload(self.editable, self.model_spec)
         state["data"] = self.data_spec
         state["trainer"] = {
             "config": asdict(self.config), "optimizer": self.optimizer.state_dict(),
-            "epoch": self.epoch, "step": self.step, "history": self.history,
-            "rng_cpu": torch.get_rng_state(), "generator": self.generator.get_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "epoch": self.epoch, "step": self.step, "history": self.history, **self._rng_state(),
             "teacher": module_state(self.teacher) if self.teacher is not None else None,
             "rank_probs": self.rank_probs,
         }
+        if self.dist.enabled:
+            ranks = distributed.gather([self._rng_state()], self.dist)
+            state["trainer"].update(world_size=self.dist.world_size, ranks=ranks)
         return state
 
     def save(self, path: str) -> None:
-        save_atomically(self.state_dict(), path)
-        logger.info("saved %s (epoch %d)", path, self.epoch)
+        """Write the checkpoint atomically (under DDP rank 0 alone; the other ranks wait for it)."""
+        state = self.state_dict()
+        if self.dist.is_main:
+            save_atomically(state, path)
+            logger.info("saved %s (epoch %d)", path, self.epoch)
+        distributed.barrier(self.dist)
 
     @classmethod
     def resume(cls, path: str, data: VisionData, *, device: str | torch.device = "cpu", workers: int = 0,
                epochs: Optional[int] = None, progress: bool = True) -> "Trainer":
-        """Rebuild a trainer from a checkpoint of a run; ``epochs`` extends the run if given."""
+        """Rebuild a trainer from a checkpoint of a run; ``epochs`` extends the run if given. On the number of
+        processes it was saved by, the run continues exactly; on another, see :meth:`_resume_rng`."""
         payload = read_checkpoint(path)
         if "trainer" not in payload:
             raise ValueError(f"{path!r} holds a model but no training state to resume")
@@ -338,9 +445,27 @@ class Trainer(EpochLoop):
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.epoch, trainer.step, trainer.history = state["epoch"], state["step"], list(state["history"])
         trainer.saved = (path, state["epoch"])
-        trainer.generator.set_state(state["generator"])
-        torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        trainer._resume_rng(path, state)
         return trainer
+
+    def _resume_rng(self, path: str, state: dict[str, Any]) -> None:
+        """Restore this rank's random streams. Saved by another number of processes, the model, editor,
+        optimizer, epoch, step and learning-rate schedule still continue, but the global batch changes and each
+        rank's data order, augmentations and edit samples are re-seeded from (seed, epoch, rank): the run goes
+        on correctly but no longer matches an uninterrupted one."""
+        saved = state.get("world_size", 1)
+        if saved == self.dist.world_size:
+            self._set_rng_state(state["ranks"][self.dist.rank] if self.dist.enabled else state)
+            return
+        if self.dist.is_main:
+            batch = self.config.batch_size
+            logger.warning("%s was saved by %d process(es) and resumes on %d: the model, editor, optimizer, epoch %d, "
+                           "step %d and the learning-rate schedule continue, but the global batch is now %d x %d (it "
+                           "was %d x %d) and each process's data order, augmentations and edit samples are re-seeded, "
+                           "so the run no longer matches an uninterrupted %d-process run", path, saved,
+                           self.dist.world_size, self.epoch, self.step, self.dist.world_size, batch, saved, batch,
+                           saved)
+        seed = distributed.rank_seed(self.config.seed * 1_000_003 + self.epoch, self.dist.rank)
+        self.generator.manual_seed(seed)
+        torch.manual_seed(seed)
 

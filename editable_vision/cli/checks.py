@@ -45,6 +45,7 @@ def saved_settings(payload: dict[str, Any], finetune: bool) -> dict[str, Any]:
                                               "seed", "lr_extra", "momentum")}
     settings.update(mode=mode, max_norm=config["max_norm"] or 0.0, freeze=list(config["freeze"]),
                     edit_coef=config["c_edit"], loc_coef=config["c_loc"], edit_backprop=config.get("backprop", "full"),
+                    batch_norm=config.get("batch_norm", "batch"),
                     arch=spec.get("arch"), part=editable["part"], edit_max_steps=editable["max_steps"],
                     editor=editable["editor"]["name"], edit_learnable=sorted(editable["editor"]["learnable"]),
                     data=data.get("name"), image_size=data.get("image_size"), channels=data.get("channels"),

@@ -1,6 +1,7 @@
 """``evaluate``: N independent edits of one or more checkpoints. ``--table 3`` gives one row per checkpoint x
 editor x part, ``--table 1`` / ``2`` tune editors and parts (Tables 1 and 2); ``--generalisation`` and
-``--sequential`` add edit generalisation and the sequential-edit curve (Figure 5)."""
+``--sequential`` add edit generalisation and the sequential-edit curve (Figure 5). Under torchrun each process
+applies its block of the edits (of the sequential runs) and rank 0 prints the gathered rows."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ from torch import Tensor
 from editable_core import EDITORS, ControlSet
 from editable_core.errors import InputError
 
-from .. import report
+from .. import distributed, report
 from ..api import VisionEditable
 from ..checkpoint import editable_from_checkpoint, read_checkpoint
 from ..data import VisionData, load_data, stack
@@ -226,6 +227,8 @@ def _text(args: argparse.Namespace, results: Results) -> str:
 
 
 def _plot(args: argparse.Namespace, draw: Callable[[str], None], filename: str) -> None:
+    if not distributed.current().is_main:
+        return
     folder = args.plot_dir or (os.path.dirname(os.path.abspath(args.json)) if args.json else "plots")
     path = os.path.join(folder, filename)
     draw(path)

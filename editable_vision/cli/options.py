@@ -1,5 +1,6 @@
 """What the commands of ``python -m editable_vision`` (and ``.baselines``) share: option groups, the device,
-the data a checkpoint names, printing a table / writing JSON, and running a command with one-line errors."""
+the data a checkpoint names, printing a table / writing JSON (rank 0 alone under torchrun), and running a
+command with one-line errors (in the process group torchrun describes, for the commands that allow it)."""
 from __future__ import annotations
 
 import argparse
@@ -11,11 +12,11 @@ from typing import Any, Callable, Optional
 import torch
 
 from editable_core import EDITORS, parse_backprop
-from editable_core.errors import is_expected, one_line
+from editable_core.errors import InputError, is_expected, one_line
 
-from .. import report
+from .. import distributed, report
 from ..data import DATASETS, VisionData, load_data
-from ..train import TrainConfig, TrainingInterrupted
+from ..train import BATCH_NORMS, TrainConfig, TrainingInterrupted
 from .checks import interrupted_line
 
 logger = logging.getLogger("editable_vision")
@@ -102,19 +103,25 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainConfig,
     group.add_argument("--epochs", type=int, default=defaults.epochs,
                        help="epochs of the run; with --resume, a larger total extends the run (the cosine schedule "
                             "then spans the new total)")
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                       help="images per step and process (under torchrun the global batch is N times this)")
     group.add_argument("--lr", type=float, default=defaults.lr,
                        help="learning rate" + (" of pre-existing layers (SGD)" if defaults.distils else " (Adam)"))
     group.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     group.add_argument("--schedule", choices=("constant", "cosine"), default=defaults.schedule,
                        help="learning-rate schedule")
+    group.add_argument("--batch-norm", choices=BATCH_NORMS, default=defaults.batch_norm,
+                       help="batch: train-mode batch-norm (the statistics of each process's batch); frozen: eval mode "
+                            "throughout (running statistics fixed, affine weights trained)")
     group.add_argument("--max-norm", type=float, default=defaults.max_norm, help="gradient clipping norm (0: off)")
     group.add_argument("--max-batches", type=int, default=defaults.max_batches,
                        help="at most this many batches per epoch (quick runs)")
     group.add_argument("--out", required=True, metavar="PATH", help="checkpoint written after every epoch")
     group.add_argument("--resume", action="store_true",
                        help="continue the run saved in --out exactly, with its own settings (a flag that disagrees "
-                            "with them is an error)")
+                            "with them is an error); under torchrun exactly with the number of processes it was saved "
+                            "by (with another, the model, optimizer and schedule continue and the random streams are "
+                            "re-seeded)")
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -145,34 +152,54 @@ def open_data(spec: dict[str, Any], download: bool = False) -> VisionData:
 
 # ----------------------------------------------------------------------------------------------- running
 def emit(args: argparse.Namespace, text: str, payload: dict[str, Any]) -> None:
-    """Print the markdown ``text``; with ``--json``, write ``payload`` there too."""
+    """Print the markdown ``text``; with ``--json``, write ``payload`` there too (under torchrun: rank 0 alone)."""
+    if not distributed.current().is_main:
+        return
     print(text)
     if args.json:
         report.write_json(args.json, payload)
         logger.info("wrote %s", args.json)
 
 
-def run(prog: str, args: argparse.Namespace, command: Callable[[argparse.Namespace], None]) -> int:
+def run(prog: str, args: argparse.Namespace, command: Callable[[argparse.Namespace], None], *,
+        launchable: bool = False) -> int:
     """Run ``command(args)`` with logging and ``--threads`` set up. Expected failures
     (:func:`editable_core.errors.is_expected`, or training that diverged) are one line ``PROG COMMAND: error: ...``
     on stderr and exit status 1 (``EDITABLE_VISION_DEBUG=1`` re-raises); anything else is a bug and keeps its
-    traceback. Ctrl-C is one line (naming the last complete checkpoint of an interrupted training) and status 130."""
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    traceback. Ctrl-C is one line (naming the last complete checkpoint of an interrupted training) and status 130.
+
+    Started by torchrun, a ``launchable`` command joins the process group first (:func:`.distributed.setup`:
+    ``args.device`` becomes this rank's device); the other ranks log warnings only, with ``[rank R]`` before each
+    line, and leave printing and files to rank 0. A command that is not launchable refuses to run there.
+    """
+    prefix, joined = "", False
     try:
+        if distributed.launched():
+            prefix = f"[rank {distributed.launched_rank()}] "
+            args.quiet = args.quiet or distributed.launched_rank() != 0
+        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                            format=f"%(asctime)s {prefix}%(name)s: %(message)s", datefmt="%H:%M:%S")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if distributed.launched():
+            if not launchable:
+                raise InputError(f"{args.command} runs in one process: run it without torchrun")
+            joined = not torch.distributed.is_initialized()  # a caller's own group stays for the caller to end
+            args.device = str(distributed.setup(resolve_device(args.device))[1])
         command(args)
     except TrainingInterrupted as interrupted:
-        print(f"{prog} {args.command}: {interrupted_line(interrupted)}", file=sys.stderr)
+        print(f"{prefix}{prog} {args.command}: {interrupted_line(interrupted)}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
+        print(f"{prefix}{prog} {args.command}: interrupted", file=sys.stderr)
         return 130
     except (ValueError, OSError, FloatingPointError) as error:  # FloatingPointError: training diverged
         expected = is_expected(error) or isinstance(error, FloatingPointError)
         if not expected or os.environ.get("EDITABLE_VISION_DEBUG"):
             raise  # a bug keeps its traceback
-        print(f"{prog} {args.command}: error: {one_line(error)}", file=sys.stderr)
+        print(f"{prefix}{prog} {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 1
+    finally:
+        if joined:
+            distributed.teardown()
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import asdict
 from typing import Any, Optional
 
 import torch
@@ -12,7 +13,7 @@ import torch
 from editable_core import make_editor, parse_learnable
 from editable_core.errors import InputError
 
-from .. import report
+from .. import distributed, report
 from ..api import VisionEditable
 from ..checkpoint import editable_from_checkpoint, read_checkpoint
 from ..data import VisionData, stack
@@ -102,7 +103,8 @@ def _config(args: argparse.Namespace, mode: str, **finetuning: Any) -> TrainConf
     return TrainConfig(mode=mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, c_edit=args.edit_coef, c_loc=args.loc_coef,
                        targets=args.targets, max_norm=args.max_norm or None, schedule=args.schedule,
-                       backprop=args.edit_backprop, seed=args.seed, max_batches=args.max_batches, **finetuning)
+                       batch_norm=args.batch_norm, backprop=args.edit_backprop, seed=args.seed,
+                       max_batches=args.max_batches, **finetuning)
 
 
 def _fit(args: argparse.Namespace, model: torch.nn.Module, model_spec: dict[str, Any], data: VisionData,
@@ -130,13 +132,18 @@ def _resume(args: argparse.Namespace, finetune: bool) -> None:
 
 
 def _report(args: argparse.Namespace, trainer: Trainer) -> None:
+    ctx = distributed.current()
+    if ctx.enabled:
+        logger.info("%d processes (%s): %d images per process and step, a global batch of %d", ctx.world_size,
+                    torch.distributed.get_backend(), trainer.config.batch_size,
+                    ctx.world_size * trainer.config.batch_size)
     trainer.fit(args.out)
     history = trainer.history
     keys = [k for k in ("epoch", "loss", "l_base", "l_edit", "l_loc", "edit_steps", "test_error", "editor_beta",
                         "seconds") if history and k in history[0]]
     rows = [[f"{h[k]:.4g}" if isinstance(h[k], float) else h[k] for k in keys] for h in history]
     text = report.markdown_table(keys, rows) + f"\n\ncheckpoint: {args.out}"
-    emit(args, text, {"checkpoint": args.out, "config": trainer.state_dict()["trainer"]["config"],
+    emit(args, text, {"checkpoint": args.out, "config": asdict(trainer.config),
                       "model_spec": trainer.model_spec, "history": history})
 
 

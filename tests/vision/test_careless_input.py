@@ -60,6 +60,9 @@ def test_resume_refuses_flags_that_disagree_and_extends_only_when_asked(finished
     assert "--lr 0.5 disagrees with the run's 0.001" in error_line(capsys)
     assert main(["train", "--resume", "--out", str(finished), "--epochs", "3", "--mode", "editable", "--quiet"]) == 1
     assert "--mode editable disagrees with the run's plain" in error_line(capsys)
+    assert main(["train", "--resume", "--out", str(finished), "--epochs", "3", "--batch-norm", "frozen",
+                 "--quiet"]) == 1
+    assert "--batch-norm frozen disagrees with the run's batch" in error_line(capsys)
     assert main(["train", "--resume", "--out", str(finished), "--epochs", "3", "--edit-lr", "0.1", "--quiet"]) == 1
     assert "--edit-lr cannot be given" in error_line(capsys)
     assert finished.read_bytes() == before

@@ -59,6 +59,18 @@ def test_unknown_freeze_part_and_bad_config(digits):
         tiny_trainer(digits, "editable", targets="match-ranks")
 
 
+def test_frozen_batch_norm_keeps_running_statistics_and_trains_the_rest(digits):
+    with pytest.raises(ValueError, match="unknown batch-norm mode 'sync'"):
+        TrainConfig(batch_norm="sync")
+    trainer = tiny_trainer(digits, "editable", batch_norm="frozen", max_batches=2)
+    before = module_state(trainer.editable.module)
+    trainer.train_epoch()
+    after = module_state(trainer.editable.module)
+    statistics = [k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert statistics and all(torch.equal(before[k], after[k]) for k in statistics)
+    assert all(not torch.equal(before[k], after[k]) for k in before if k not in statistics)  # weights, BN affine
+
+
 def test_editable_training_step_trains_beta_and_reports_terms(digits):
     trainer = tiny_trainer(digits, "editable", c_edit=1.0, c_loc=1.0)
     beta = trainer.editable.editor.beta().item()
