@@ -24,7 +24,8 @@ from editable_core import classification_constraint, editable_objective, eval_mo
 
 from ..data import VisionData, stack
 from ..models import build_model
-from ..train import EpochLoop, TrainConfig
+from ..loop import EpochLoop
+from ..train import TrainConfig
 
 FORMAT = "editable_vision.baselines/cnp/1"
 

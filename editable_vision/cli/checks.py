@@ -10,7 +10,7 @@ from editable_core import EDITORS, parse_learnable
 from editable_core.editors import learnable_names
 from editable_core.errors import InputError
 
-from ..train import TrainingInterrupted
+from ..loop import TrainingInterrupted
 
 #: Flags that ``--resume`` accepts whatever the run says: where and how it runs, not what it computes.
 #: ``--epochs`` is checked on its own: equal to the run's, or larger to extend it.

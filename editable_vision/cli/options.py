@@ -16,7 +16,8 @@ from editable_core.errors import InputError, is_expected, one_line
 
 from .. import distributed, report
 from ..data import DATASETS, VisionData, load_data
-from ..train import BATCH_NORMS, TrainConfig, TrainingInterrupted
+from ..loop import TrainingInterrupted
+from ..train import BATCH_NORMS, TrainConfig
 from .checks import interrupted_line
 
 logger = logging.getLogger("editable_vision")
