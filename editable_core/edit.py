@@ -97,7 +97,6 @@ def edit(constraint_fn: ConstraintFn, params: Params, editor: Editor, *, max_ste
     if not create_graph:
         return _edit_without_graph(constraint_fn, params, editor, max_steps)
     start = {k: p if p.requires_grad else p.detach().requires_grad_() for k, p in params.items()}
-    names = list(start)
     current, state, seen = start, editor.init(start), []
 
     with torch.enable_grad():  # an edit differentiates, whatever the caller's grad mode
@@ -110,9 +109,7 @@ def edit(constraint_fn: ConstraintFn, params: Params, editor: Editor, *, max_ste
                 break
             # steps past the first m are first order: their gradient is a constant of the graph
             second_order = exact is None or step < exact
-            grads = dict(zip(names, torch.autograd.grad(l_e.clamp_min(0).sum(), [current[k] for k in names],
-                                                        create_graph=second_order, allow_unused=True,
-                                                        materialize_grads=True)))
+            grads = _constraint_grads(l_e, current, create_graph=second_order)
             if exact is not None and exact > 0:
                 seen.append({k: g.detach() for k, g in grads.items()})
             current, state = editor.update(grads, state, current)
@@ -124,11 +121,16 @@ def edit(constraint_fn: ConstraintFn, params: Params, editor: Editor, *, max_ste
                 current, state = editor.update(grads, state, current)
             for _ in range(exact):
                 l_e = constraint_fn(current).reshape(-1)
-                grads = torch.autograd.grad(l_e.clamp_min(0).sum(), [current[k] for k in names],
-                                            create_graph=True, allow_unused=True, materialize_grads=True)
-                current, state = editor.update(dict(zip(names, grads)), state, current)
+                current, state = editor.update(_constraint_grads(l_e, current, create_graph=True), state, current)
             l_e = constraint_fn(current).reshape(-1)
     return EditResult(current, done, l_e, step)
+
+
+def _constraint_grads(l_e: Tensor, current: Params, create_graph: bool = False) -> Params:
+    """``d sum(max(0, l_e)) / d current``: one tensor per name, zeros for tensors ``l_e`` does not use."""
+    grads = torch.autograd.grad(l_e.clamp_min(0).sum(), list(current.values()), create_graph=create_graph,
+                                allow_unused=True, materialize_grads=True)
+    return dict(zip(current, grads))
 
 
 def _non_finite(params: Params, l_e: Tensor, step: int) -> EditResult:
@@ -139,7 +141,6 @@ def _non_finite(params: Params, l_e: Tensor, step: int) -> EditResult:
 
 def _edit_without_graph(constraint_fn: ConstraintFn, params: Params, editor: Editor, max_steps: int) -> EditResult:
     """The inference edit: one forward and one first-order backward per step, results detached."""
-    names = list(params)
     current = {k: p.detach().requires_grad_() for k, p in params.items()}
     state = editor.init(current)
     with torch.enable_grad():
@@ -150,9 +151,8 @@ def _edit_without_graph(constraint_fn: ConstraintFn, params: Params, editor: Edi
             done = bool((l_e <= 0).all())
             if done or step == max_steps:
                 break
-            grads = torch.autograd.grad(l_e.clamp_min(0).sum(), [current[k] for k in names],
-                                        allow_unused=True, materialize_grads=True)
+            grads = _constraint_grads(l_e, current)
             with torch.no_grad():
-                current, state = editor.update(dict(zip(names, grads)), state, current)
+                current, state = editor.update(grads, state, current)
             current = {k: p.requires_grad_() for k, p in current.items()}
     return EditResult({k: p.detach() for k, p in current.items()}, done, l_e.detach(), step)
