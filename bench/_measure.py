@@ -15,16 +15,39 @@ import torch
 from editable_core import parse_backprop
 
 
-def backprop_modes(parser: argparse.ArgumentParser, text: str, flag: str = "--modes") -> list[str]:
-    """The comma list ``text`` of backprop modes (:func:`editable_core.parse_backprop`); a bad one is a
-    ``parser`` error naming ``flag``."""
-    modes = [mode for mode in text.split(",") if mode]
-    for mode in modes:
+def backprop_modes(parser: argparse.ArgumentParser, text: str, flag: str = "--modes",
+                   loc_batch: bool = True) -> list[str]:
+    """The comma list ``text`` of variants, each a backprop mode (:func:`editable_core.parse_backprop`)
+    optionally followed by ``@N``, ``L_loc`` on N images of the batch (``loc_batch``, where the bench
+    offers it); a bad one is a ``parser`` error naming ``flag``."""
+    variants = [variant for variant in text.split(",") if variant]
+    for variant in variants:
+        mode, _, rows = variant.partition("@")
         try:
             parse_backprop(mode)
         except ValueError as error:
             parser.error(f"{flag}: {error}")
-    return modes
+        if "@" in variant and not loc_batch:
+            parser.error(f"{flag}: {variant!r}: this bench times backprop modes only (no '@N')")
+        if rows and not (rows.isdigit() and int(rows) >= 1):
+            parser.error(f"{flag}: {variant!r}: after '@' comes the number of images for L_loc, an integer >= 1")
+    return variants
+
+
+def variant_mode(variant: str) -> tuple[str, int | None]:
+    """``"first_order@32"`` -> ``("first_order", 32)``: the backprop mode and the images ``L_loc`` sees."""
+    mode, _, loc_batch = variant.partition("@")
+    return mode, int(loc_batch) if loc_batch else None
+
+
+def variant_key(variant: str) -> str:
+    """A JSON key suffix: ``"truncated:2"`` -> ``truncated_2``, ``"full@32"`` -> ``loc32``,
+    ``"first_order@32"`` -> ``first_order_loc32``, ``"full"`` -> ``full``."""
+    mode, loc_batch = variant_mode(variant)
+    name = mode.replace(":", "_")
+    if loc_batch is None:
+        return name
+    return f"loc{loc_batch}" if mode == "full" else f"{name}_loc{loc_batch}"
 
 
 def sync(device: torch.device) -> None:

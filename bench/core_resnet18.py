@@ -9,12 +9,14 @@ Reports, for batch 128 of 32x32 images, chain 3 editable, RMSProp, k=10:
 Edits inside the training step are forced to take all 10 steps, the worst case; the ratio with edits of
 4 steps, typical of an editable-trained model (Table 3: 4.13), is reported beside it.
 (a) and (c) are measured for the exact gradient (``backprop="full"``, equation 2) and for each cheaper
-``--modes`` entry (``editable_core.parse_backprop``), all timed interleaved in this one process.
+``--modes`` variant: a mode of ``editable_core.parse_backprop``, ``@N`` after it for ``L_loc`` on the first N
+images only (``editable_training_loss(loc_batch=N)``); all timed interleaved in this one process.
 The last output line is one JSON object with the keys editable_step_over_plain_step,
-edit10_over_10_suffix_passes and peak_memory_ratio (exact mode), and for each cheaper mode
-editable_step_over_plain_step_<mode> and peak_memory_ratio_<mode> (``truncated:2`` -> ``truncated_2``).
+edit10_over_10_suffix_passes and peak_memory_ratio (exact mode), and for each cheaper variant
+editable_step_over_plain_step_<variant> and peak_memory_ratio_<variant>, where the variant is the mode
+(``truncated:2`` -> ``truncated_2``) and/or ``loc<N>`` (e.g. ``loc32``, ``first_order_loc32``).
 
-    python bench/core_resnet18.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--modes first_order,truncated:2]
+    python bench/core_resnet18.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--modes first_order,full@32]
     python bench/core_resnet18.py --profile full   # torch.profiler table of one editable step, then exit
 """
 from __future__ import annotations
@@ -29,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import backprop_modes, in_subprocess, interleaved_medians, peak_step_memory  # noqa: E402
+from _measure import (backprop_modes, in_subprocess, interleaved_medians, peak_step_memory,  # noqa: E402
+                      variant_key, variant_mode)
 
 from editable_core import Editable, RMSProp, classification_constraint, editable_training_loss  # noqa: E402
 from editable_vision.models import cifar_resnet18  # noqa: E402
@@ -55,11 +58,11 @@ def setup(device: torch.device, batch: int = 128):
         F.cross_entropy(editable(x), y).backward()
         optimizer.step()
 
-    def editable_step(steps: int = 10, backprop: str = "full"):
+    def editable_step(steps: int = 10, backprop: str = "full", loc_batch: int | None = None):
         optimizer.zero_grad()
         editable.max_steps = steps
         objective, result = editable_training_loss(editable, x, y, x_edit, y_edit, c_edit=0.01, c_loc=0.01,
-                                                   backprop=backprop)
+                                                   backprop=backprop, loc_batch=loc_batch)
         editable.max_steps = 10
         assert result.steps == steps, (result.steps, result.l_e)
         objective.total.backward()
@@ -104,39 +107,41 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--modes", default="first_order,truncated:1,truncated:2",
-                        help="comma list of cheaper backprop modes to measure beside the exact one")
+    parser.add_argument("--modes", default="first_order,truncated:1,truncated:2,full@32,first_order@32",
+                        help="comma list of cheaper variants to measure beside the exact one: a backprop mode, "
+                             "optionally @N for L_loc on the first N of the 128 images")
     parser.add_argument("--profile", metavar="MODE", help="print the torch.profiler table of one editable step "
-                        "(k=10 forced) with this backprop mode, and exit")
-    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # child mode: 'plain' or a backprop mode
+                        "(k=10 forced) with this variant, and exit")
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # child mode: 'plain' or a variant
     args = parser.parse_args()
-    modes = backprop_modes(parser, args.modes)
+    variants = backprop_modes(parser, args.modes)
     if args.profile:
         backprop_modes(parser, args.profile, "--profile")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
     editable, x_edit, y_edit, plain_step, editable_step = setup(device)
+
+    def step_of(variant: str):
+        return plain_step if variant == "plain" else functools.partial(editable_step, 10, *variant_mode(variant))
+
     if args.profile:
-        profile(functools.partial(editable_step, 10, args.profile), plain_step)
+        profile(step_of(args.profile), plain_step)
         return
     if args.memory_of:
-        step = plain_step if args.memory_of == "plain" else functools.partial(editable_step, 10, args.memory_of)
-        print(json.dumps({"peak_bytes": peak_step_memory(step, device)}))
+        print(json.dumps({"peak_bytes": peak_step_memory(step_of(args.memory_of), device)}))
         return
 
-    cheaper = {f"editable_{mode}": functools.partial(editable_step, 10, mode) for mode in modes}
+    cheaper = {f"editable_{variant}": step_of(variant) for variant in variants}
     steps = interleaved_medians({"plain": plain_step, "editable": editable_step,
                                  "editable_4": functools.partial(editable_step, 4), **cheaper}, args.repeats, device)
     latency = edit_latency(editable, x_edit, y_edit, args.repeats, device)
-    kinds = {"plain": "plain", "editable": "full", **{f"editable_{mode}": mode for mode in modes}}
+    kinds = {"plain": "plain", "editable": "full", **{f"editable_{variant}": variant for variant in variants}}
     if device.type == "cuda":  # CUDA's peak counter resets, so this process can measure every kind
-        memory = {kind: peak_step_memory(plain_step if mode == "plain" else
-                                         functools.partial(editable_step, 10, mode), device)
-                  for kind, mode in kinds.items()}
+        memory = {kind: peak_step_memory(step_of(variant), device) for kind, variant in kinds.items()}
     else:  # a CPU process's peak only grows: measure each kind in a fresh one
         child = ["--device", args.device, "--threads", str(args.threads), "--memory-of"]
-        memory = {kind: in_subprocess(__file__, *child, mode)["peak_bytes"] for kind, mode in kinds.items()}
+        memory = {kind: in_subprocess(__file__, *child, variant)["peak_bytes"] for kind, variant in kinds.items()}
 
     report = {
         "editable_step_over_plain_step": steps["editable"] / steps["plain"],
@@ -148,11 +153,11 @@ def main() -> None:
         "plain_step_peak_mib": memory["plain"] / 2**20, "editable_step_peak_mib": memory["editable"] / 2**20,
         "device": str(device), "threads": args.threads, "torch": torch.__version__,
     }
-    for mode in modes:
-        key = mode.replace(":", "_")
-        report[f"editable_step_over_plain_step_{key}"] = steps[f"editable_{mode}"] / steps["plain"]
-        report[f"peak_memory_ratio_{key}"] = memory[f"editable_{mode}"] / memory["plain"]
-        report[f"editable_step_s_{key}"] = steps[f"editable_{mode}"]
+    for variant in variants:
+        key = variant_key(variant)
+        report[f"editable_step_over_plain_step_{key}"] = steps[f"editable_{variant}"] / steps["plain"]
+        report[f"peak_memory_ratio_{key}"] = memory[f"editable_{variant}"] / memory["plain"]
+        report[f"editable_step_s_{key}"] = steps[f"editable_{variant}"]
     print(f"ResNet-18 (CIFAR), batch 128, chain3 editable, RMSProp k=10 forced, {device}, {args.threads} threads")
     print(f"  plain step {report['plain_step_s']:.3f} s, editable step {report['editable_step_s']:.3f} s: "
           f"ratio {report['editable_step_over_plain_step']:.2f} (target <= 1.8); with 4-step edits "
@@ -161,9 +166,11 @@ def main() -> None:
           f"ratio {report['edit10_over_10_suffix_passes']:.2f} (target <= 1.5)")
     print(f"  step peak memory: plain {report['plain_step_peak_mib']:.0f} MiB, editable "
           f"{report['editable_step_peak_mib']:.0f} MiB: ratio {report['peak_memory_ratio']:.2f}")
-    for mode in modes:
-        key = mode.replace(":", "_")
-        print(f"  backprop={mode}: step {report[f'editable_step_s_{key}']:.3f} s, ratio "
+    for variant in variants:
+        key = variant_key(variant)
+        mode, loc_batch = variant_mode(variant)
+        rows = f", L_loc on {loc_batch} images" if loc_batch else ""
+        print(f"  backprop={mode}{rows}: step {report[f'editable_step_s_{key}']:.3f} s, ratio "
               f"{report[f'editable_step_over_plain_step_{key}']:.2f} (target <= 1.5), memory ratio "
               f"{report[f'peak_memory_ratio_{key}']:.2f}")
     print(json.dumps(report))

@@ -1,5 +1,5 @@
-"""The README's digits experiment (Table 3 on CPU) for each ``--edit-backprop`` mode: how much of exact Editable
-Training's drawdown cut a cheaper outer gradient keeps, at what test error.
+"""The README's digits experiment (Table 3 on CPU) for each ``--edit-backprop`` mode (and ``--loc-batch``): how much
+of exact Editable Training's drawdown cut a cheaper outer gradient keeps, at what test error.
 
 For each seed (default 0 and 1, as ``tests/vision/test_digits_readme.py``) trains the plain baseline and one
 editable model per mode (width-16 CIFAR ResNet-18, 20 epochs, ``--threads 1``, the README's commands), then
@@ -7,10 +7,13 @@ makes the same 100 edits on all of them with the editors of the slow test. Per s
 paper's: least drawdown among editors succeeding on >= 95% of edits. The drawdown cut of a mode is the
 baseline's drawdown minus the mode's, and ``kept_<mode>`` its mean over seeds divided by the exact mode's.
 
-    python bench/digits_modes.py [--modes full,first_order,truncated:2] [--seeds 0,1] [--out runs/digits_modes]
+    python bench/digits_modes.py [--modes full,first_order,truncated:2,first_order@16] [--seeds 0,1]
+                                 [--out runs/digits_modes]
 
-Prints a markdown table, then one JSON line (keys ``drawdown_<mode>``, ``test_error_<mode>``, ``kept_<mode>``,
-means over seeds; ``truncated:2`` -> ``truncated_2``). Each training takes 1-3 minutes on 2 idle cores.
+A mode followed by ``@N`` trains with ``--loc-batch N`` (``L_loc`` on the first N of the 64 images of a batch).
+Prints a markdown table, then one JSON line (keys ``drawdown_<variant>``, ``test_error_<variant>``,
+``kept_<variant>``, means over seeds; ``truncated:2`` -> ``truncated_2``, ``first_order@16`` ->
+``first_order_loc16``, ``full@16`` -> ``loc16``). Each training takes 1-3 minutes on 2 idle cores.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _measure import backprop_modes
+from _measure import backprop_modes, variant_key, variant_mode
 
 TRAIN = ["--width", "16", "--epochs", "20", "--threads", "1", "--quiet"]
 EDITORS = "trained,scaled_gd:0.03,rmsprop:0.0003"
@@ -42,7 +45,8 @@ def best(rows: list[dict], procedure: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", default="full,first_order,truncated:2", help="comma list of backprop modes")
+    parser.add_argument("--modes", default="full,first_order,truncated:2",
+                        help="comma list of backprop modes, each optionally @N (L_loc on N images of a batch)")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--out", default="runs/digits_modes", help="folder for checkpoints and JSON")
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (each uses one thread)")
@@ -53,12 +57,17 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = {mode: mode.replace(":", "_") for mode in modes}
+    names = {mode: variant_key(mode) for mode in modes}
 
     def train(run: tuple[str, int]) -> None:
         mode, seed = run
         name = "baseline" if mode == "plain" else names[mode]
-        flags = ["--mode", "plain"] if mode == "plain" else ["--mode", "editable", "--edit-backprop", mode]
+        if mode == "plain":
+            flags = ["--mode", "plain"]
+        else:
+            backprop, loc_batch = variant_mode(mode)
+            flags = ["--mode", "editable", "--edit-backprop", backprop,
+                     *(["--loc-batch", str(loc_batch)] if loc_batch else [])]
         vision("train", *flags, *TRAIN, "--seed", str(seed), "--out", str(out / f"{name}{seed}.pt"),
                "--json", str(out / f"{name}{seed}.json"))
 

@@ -149,7 +149,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
     args = parser.parse_args(argv)
     if (args.data is None) != (args.edits is None) or (args.checkpoint and not args.data):
         parser.error("--data and --edits go together, and --checkpoint needs them")
-    modes = backprop_modes(parser, args.modes)
+    modes = backprop_modes(parser, args.modes, loc_batch=False)
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)  # fairseq's INFO lines would drown the report
 

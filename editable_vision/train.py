@@ -72,6 +72,7 @@ class TrainConfig:
     batch_norm: str = "batch"
     eval_locality: bool = True
     backprop: str = "full"
+    loc_batch: Optional[int] = None
     seed: int = 0
     max_batches: Optional[int] = None
 
@@ -87,6 +88,8 @@ class TrainConfig:
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         parse_backprop(self.backprop)
+        if self.loc_batch is not None and not (isinstance(self.loc_batch, int) and self.loc_batch >= 1):
+            raise ValueError(f"loc_batch must be None (every image) or an integer >= 1, got {self.loc_batch!r}")
         self.freeze = list(self.freeze)
 
     @property
@@ -127,7 +130,8 @@ class TrainingLoss(nn.Module):
             raise ValueError(f"training mode {cfg.mode!r} needs an edit (image, target) per step")
         objective, result = editable_training_loss(self.editable, images, targets, *edit, c_edit=cfg.c_edit,
                                                    c_loc=cfg.c_loc, base_loss=base_loss,
-                                                   eval_locality=cfg.eval_locality, backprop=cfg.backprop)
+                                                   eval_locality=cfg.eval_locality, backprop=cfg.backprop,
+                                                   loc_batch=cfg.loc_batch)
         return objective.total, {"l_base": objective.l_base.item(), "l_edit": objective.l_edit.item(),
                                  "l_loc": objective.l_loc.item(), "edit_success": float(result.success),
                                  "edit_steps": float(result.steps)}

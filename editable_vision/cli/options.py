@@ -42,6 +42,17 @@ def backprop_mode(text: str) -> str:
     return text
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1, else an argparse error."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def csv(text: Optional[str]) -> list[str]:
     """``"a, b,"`` -> ``["a", "b"]``."""
     return [item.strip() for item in (text or "").split(",") if item.strip()]
@@ -96,6 +107,9 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainConfig,
     group.add_argument("--edit-backprop", type=backprop_mode, default=defaults.backprop,
                        help="outer gradient through the edit: full (equation 2, exact), truncated:M (exact through "
                             "the last M editor steps only) or first_order (no second-order terms; cheapest)")
+    group.add_argument("--loc-batch", type=positive_int, default=defaults.loc_batch, metavar="N",
+                       help="estimate L_loc on the first N images of each batch (default: all); the edited pass over "
+                            "the batch is most of an editable step's extra cost, so N = batch/4 is the cheap step")
     group.add_argument("--edit-coef", type=float, default=defaults.c_edit, help="c_edit: weight of L_edit")
     group.add_argument("--loc-coef", type=float, default=defaults.c_loc, help="c_loc: weight of L_loc")
     group.add_argument("--targets", default=defaults.targets, choices=("random", "match-ranks"),

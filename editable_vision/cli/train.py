@@ -103,8 +103,8 @@ def _config(args: argparse.Namespace, mode: str, **finetuning: Any) -> TrainConf
     return TrainConfig(mode=mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        weight_decay=args.weight_decay, c_edit=args.edit_coef, c_loc=args.loc_coef,
                        targets=args.targets, max_norm=args.max_norm or None, schedule=args.schedule,
-                       batch_norm=args.batch_norm, backprop=args.edit_backprop, seed=args.seed,
-                       max_batches=args.max_batches, **finetuning)
+                       batch_norm=args.batch_norm, backprop=args.edit_backprop, loc_batch=args.loc_batch,
+                       seed=args.seed, max_batches=args.max_batches, **finetuning)
 
 
 def _fit(args: argparse.Namespace, model: torch.nn.Module, model_spec: dict[str, Any], data: VisionData,

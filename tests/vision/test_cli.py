@@ -39,7 +39,7 @@ def runs(tmp_path_factory):
     plain = cli("train", "--mode", "plain", *TINY, "--epochs", "2", "--max-batches", "6", "--lr", "3e-3",
                 "--out", str(d / "plain.pt"), "--json", str(d / "plain.json"))
     cli("train", "--mode", "editable", *TINY, "--epochs", "1", "--max-batches", "2", "--edit-backprop", "truncated:2",
-        "--out", str(d / "ed.pt"), "--json", str(d / "ed1.json"))
+        "--loc-batch", "3", "--out", str(d / "ed.pt"), "--json", str(d / "ed1.json"))
     resumed = cli("train", "--resume", "--epochs", "2", "--threads", "1", "--quiet", "--out", str(d / "ed.pt"),
                   "--json", str(d / "ed2.json"))
     tuned = cli("finetune", "--from", str(d / "plain.pt"), "--extra-layer", "16", "--freeze", "stem,chain1",
@@ -56,6 +56,7 @@ def test_train_and_finetune_json(runs):
     assert resumed["config"]["mode"] == "editable" and [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["history"][1]["step"] == 4 and "l_edit" in resumed["history"][1]
     assert resumed["config"]["backprop"] == "truncated:2"  # the resumed run keeps its gradient mode
+    assert resumed["config"]["loc_batch"] == 3 and plain["config"]["loc_batch"] is None
     assert tuned["config"]["mode"] == "finetune" and tuned["config"]["freeze"] == ["stem", "chain1"]
     assert tuned["model_spec"]["extra_layer"] == 16
     base, ft = load(str(d / "plain.pt")), load(str(d / "ft.pt"))
@@ -146,6 +147,14 @@ def test_train_rejects_an_unknown_backprop_mode(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "argument --edit-backprop: backprop must be 'full', 'first_order' or 'truncated:m'" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "half"])
+def test_train_rejects_a_bad_loc_batch(value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--loc-batch", value, "--out", "unused.pt"])
+    assert exit_.value.code == 2
+    assert f"argument --loc-batch: expected an integer >= 1, got '{value}'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", ["train", "finetune", "evaluate", "edit"])

@@ -53,6 +53,8 @@ def test_unknown_freeze_part_and_bad_config(digits):
         TrainConfig(mode="fancy")
     with pytest.raises(ValueError, match="backprop must be 'full', 'first_order' or 'truncated:m'"):
         TrainConfig(backprop="second_order")
+    with pytest.raises(ValueError, match="loc_batch must be None"):
+        TrainConfig(loc_batch=0)
     with pytest.raises(ValueError, match="unknown edit targets"):
         TrainConfig(targets="nearest")
     with pytest.raises(ValueError, match="need a rank distribution"):
