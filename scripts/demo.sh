@@ -14,8 +14,8 @@ set -euo pipefail
 work=$1
 scripts=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$work"
-merges=${MERGES:-6000} base_updates=${BASE_UPDATES:-900} cont_updates=${CONT_UPDATES:-100} c=${C:-3000}
-edit_lrs=${EDIT_LRS:-1e-3 3e-4} cont_lr=${CONT_LR:-3e-4} loc_mode=${LOC_MODE:-replay}
+merges=${MERGES:-6000} base_updates=${BASE_UPDATES:-900} cont_updates=${CONT_UPDATES:-300} c=${C:-30000}
+edit_lrs=${EDIT_LRS:-1e-3 3e-4} cont_lr=${CONT_LR:-1e-3} loc_mode=${LOC_MODE:-replay}
 train_edits=${TRAIN_EDITS:-200} eval_edits=${EVAL_EDITS:-50} alternatives=${ALTERNATIVES:-8}
 test_size=${TEST_SIZE:-300} beam=${BEAM:-4} test_subset=${TEST_SUBSET:-test}
 command -v fairseq-train >/dev/null || die "fairseq-train is not on PATH: run make install, then PATH=.venv/bin:\$PATH"

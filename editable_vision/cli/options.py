@@ -108,8 +108,9 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainConfig,
                        help="outer gradient through the edit: full (equation 2, exact), truncated:M (exact through "
                             "the last M editor steps only) or first_order (no second-order terms; cheapest)")
     group.add_argument("--loc-batch", type=positive_int, default=defaults.loc_batch, metavar="N",
-                       help="estimate L_loc on the first N images of each batch (default: all); the edited pass over "
-                            "the batch is most of an editable step's extra cost, so N = batch/4 is the cheap step")
+                       help="estimate L_loc on the first N images of each batch (of each process's, under torchrun; "
+                            "default: all); the edited pass over the batch is most of an editable step's extra cost, "
+                            "so N = batch/4 is the cheap step")
     group.add_argument("--edit-coef", type=float, default=defaults.c_edit, help="c_edit: weight of L_edit")
     group.add_argument("--loc-coef", type=float, default=defaults.c_loc, help="c_loc: weight of L_loc")
     group.add_argument("--targets", default=defaults.targets, choices=("random", "match-ranks"),
