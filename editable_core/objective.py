@@ -80,7 +80,7 @@ def editable_training_loss(editable: Editable, inputs: Any, targets: Tensor, edi
     statistics of the same rows enter both sides (``L_loc`` stays exactly 0 for a no-op edit).
     """
     parse_backprop(backprop)  # bad values fail before any model pass
-    _check_loc_batch(loc_batch)
+    check_loc_batch(loc_batch)
     features = editable.features(inputs)
     logits = editable.head(features)
     loc_features, ref_logits = features, logits
@@ -103,7 +103,8 @@ def editable_training_loss(editable: Editable, inputs: Any, targets: Tensor, edi
     return objective, result
 
 
-def _check_loc_batch(loc_batch: Optional[int]) -> None:
+def check_loc_batch(loc_batch: Optional[int]) -> None:
+    """``loc_batch`` is None (every row) or an integer >= 1, else a ValueError."""
     if loc_batch is not None and (isinstance(loc_batch, bool) or not isinstance(loc_batch, int) or loc_batch < 1):
         raise ValueError(f"loc_batch must be None (every row) or an integer >= 1 (rows of the batch for L_loc), "
                          f"got {loc_batch!r}")

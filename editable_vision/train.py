@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from editable_core import editable_training_loss, locality_kl, parse_backprop, save_atomically
+from editable_core.objective import check_loc_batch
 
 from . import distributed
 from .api import VisionEditable
@@ -88,8 +89,7 @@ class TrainConfig:
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {self.epochs}, {self.batch_size}")
         parse_backprop(self.backprop)
-        if self.loc_batch is not None and not (isinstance(self.loc_batch, int) and self.loc_batch >= 1):
-            raise ValueError(f"loc_batch must be None (every image) or an integer >= 1, got {self.loc_batch!r}")
+        check_loc_batch(self.loc_batch)
         self.freeze = list(self.freeze)
 
     @property
