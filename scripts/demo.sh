@@ -5,17 +5,23 @@
 # of updates three ways: plainly, and with Editable Training at alpha 1e-3 and 3e-4 (c_edit = c_loc = C in
 # the paper's units: added once per batch to the token-summed loss); the Table-6-shaped comparison on the test
 # sentences; and one real mistranslation fixed with editable-fairseq-patch. Sizes can be changed through the
-# environment: MERGES BASE_UPDATES CONT_UPDATES CONT_LR C LOC_MODE EDIT_LRS TRAIN_EDITS EVAL_EDITS ALTERNATIVES
-# TEST_SIZE BEAM, and TEST_SUBSET=valid to tune on validation sentences instead of reporting test ones.
+# environment: MERGES BASE_UPDATES CONT_UPDATES CONT_LR CONT_SCHEDULE (inverse_sqrt, or linear: decay to 0 over
+# the continuation) CONT_DROPOUT C LOC_MODE EDIT_LRS TRAIN_EDITS EVAL_EDITS ALTERNATIVES TEST_SIZE BEAM, and
+# TEST_SUBSET=valid to tune on validation sentences instead of reporting test ones.
 # Steps whose outputs exist in WORKDIR are skipped (delete a folder to redo it).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 [ $# -eq 1 ] || usage
 work=$1
 scripts=$(cd "$(dirname "$0")" && pwd)
-mkdir -p "$work"
 merges=${MERGES:-6000} base_updates=${BASE_UPDATES:-900} cont_updates=${CONT_UPDATES:-300} c=${C:-30000}
 edit_lrs=${EDIT_LRS:-1e-3 3e-4} cont_lr=${CONT_LR:-1e-3} loc_mode=${LOC_MODE:-replay}
+cont_schedule=${CONT_SCHEDULE:-inverse_sqrt} cont_dropout=${CONT_DROPOUT:-0.1}
+case $cont_schedule in
+  inverse_sqrt) schedule=() ;;
+  linear) schedule=(--lr-scheduler polynomial_decay --power 1 --end-learning-rate 0 --total-num-update "$cont_updates") ;;
+  *) die "CONT_SCHEDULE must be inverse_sqrt or linear, got '$cont_schedule'" ;;
+esac
 train_edits=${TRAIN_EDITS:-200} eval_edits=${EVAL_EDITS:-50} alternatives=${ALTERNATIVES:-8}
 test_size=${TEST_SIZE:-300} beam=${BEAM:-4} test_subset=${TEST_SUBSET:-test}
 command -v fairseq-train >/dev/null || die "fairseq-train is not on PATH: run make install, then PATH=.venv/bin:\$PATH"
@@ -26,7 +32,8 @@ SMALL=(--cpu --encoder-layers 3 --decoder-layers 3 --encoder-embed-dim 256 --dec
   --encoder-ffn-embed-dim 1024 --decoder-ffn-embed-dim 1024 --encoder-attention-heads 4 --decoder-attention-heads 4
   --share-all-embeddings --dropout 0.1 --max-tokens 4096 --num-workers 0 --seed 1
   --log-format simple --log-interval 25 --disable-validation --no-save-optimizer-state)
-CONTINUE=(--lr "$cont_lr" --warmup-updates 10)
+CONTINUE=(--lr "$cont_lr" --warmup-updates 10 --dropout "$cont_dropout" "${schedule[@]}")
+mkdir -p "$work"
 data=$work/ding/data-bin
 timings=$work/timings.txt
 : > "$timings"
