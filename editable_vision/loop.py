@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -22,6 +25,27 @@ if TYPE_CHECKING:
     from .train import TrainConfig
 
 logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block ends, then raise it.
+
+    Around a checkpoint write and the record of it, so the checkpoint an interrupted run names is the one on
+    disk. Only where Python handles SIGINT (its handler runs in the main thread): an ignored SIGINT stays ignored.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous) or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[object] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            previous(signal.SIGINT, held[0])  # Python's default handler raises KeyboardInterrupt
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -128,14 +152,16 @@ class EpochLoop:
     def fit(self, checkpoint: Optional[str] = None) -> list[dict[str, float]]:
         """Train until ``config.epochs`` epochs are done, saving ``checkpoint`` after each epoch.
 
-        Ctrl-C raises :class:`TrainingInterrupted` naming the last checkpoint written completely.
+        Ctrl-C raises :class:`TrainingInterrupted` naming the last checkpoint written completely (a Ctrl-C during
+        a checkpoint write takes effect once the write is done).
         """
         try:
             while self.epoch < self.config.epochs:
                 self.train_epoch()
                 if checkpoint:
-                    self.save(checkpoint)
-                    self.saved = (checkpoint, self.epoch)
+                    with sigint_deferred():  # the file on disk and the epoch it is reported with agree
+                        self.save(checkpoint)
+                        self.saved = (checkpoint, self.epoch)
         except KeyboardInterrupt:
             raise TrainingInterrupted(*self.saved) from None
         return self.history

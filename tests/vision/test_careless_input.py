@@ -19,6 +19,7 @@ from editable_vision.checkpoint import read_checkpoint
 from editable_vision.cli import edit as edit_command
 from editable_vision.cli import main
 from editable_vision.data import load_image_folder
+from editable_vision.loop import sigint_deferred
 
 from .conftest import tiny_trainer
 
@@ -80,11 +81,30 @@ def test_zero_epochs_is_an_error_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_ctrl_c_inside_a_checkpoint_write_is_raised_when_the_write_is_done():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    done = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with sigint_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # Python runs a signal handler between bytecodes: give it the chance
+                done.append("written")
+        assert done == ["written"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with sigint_deferred():  # no Ctrl-C: nothing raised
+            done.append("again")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_ctrl_c_during_training_prints_one_line_and_exits_130(tmp_path):
     out = tmp_path / "long.pt"
     proc = subprocess.Popen([sys.executable, "-m", "editable_vision", "train", "--mode", "plain", *TINY, "--epochs",
                              "1000", "--max-batches", "1", "--out", str(out)], cwd=ROOT, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            # a shell's background job inherits SIGINT ignored, and Python then keeps it so
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 600  # a shared, busy CPU can make the first epoch slow
         while not out.exists() and time.time() < deadline and proc.poll() is None:
