@@ -12,7 +12,7 @@ from .editors import (EDITORS, Adam, Editor, GradientDescent, Learnable, Momentu
 from .hyper import Interval, Positive
 from .metrics import (ControlSet, EditMetrics, classification_error, drawdown, drawdown_standard_error,
                       edit_errors, evaluate_edits, mean_steps, sequential_edit_curve, success_rate, summarize)
-from .objective import Objective, editable_objective, editable_training_loss, locality_kl
+from .objective import Objective, check_loc_batch, editable_objective, editable_training_loss, locality_kl
 from .parameters import AppliedEdit, apply_edit, call, select_parameters
 
 __version__ = "0.1.0"
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EDITORS", "Adam", "AppliedEdit", "ControlSet", "EditMetrics", "EditResult", "Editable", "Editor",
     "GradientDescent", "Interval", "Learnable", "Momentum", "Objective", "Positive", "RMSProp", "RProp",
-    "ScaledGradientDescent", "apply_edit", "atomic_open", "call", "classification_constraint",
+    "ScaledGradientDescent", "apply_edit", "atomic_open", "call", "check_loc_batch", "classification_constraint",
     "classification_error", "drawdown", "drawdown_standard_error", "edit", "edit_errors", "editable_objective",
     "editable_training_loss", "eval_mode", "evaluate_edits", "locality_kl", "make_editor", "mean_steps",
     "parse_backprop", "parse_learnable", "save_atomically", "select_parameters", "sequence_constraint",

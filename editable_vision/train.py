@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from editable_core import editable_training_loss, locality_kl, parse_backprop, save_atomically
-from editable_core.objective import check_loc_batch
+from editable_core import check_loc_batch, editable_training_loss, locality_kl, parse_backprop, save_atomically
 
 from . import distributed
 from .api import VisionEditable

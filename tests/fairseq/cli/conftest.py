@@ -20,9 +20,9 @@ TINY_TRAIN = [*TINY_ARCH, "--cpu", "--dropout", "0.1", "--lr", "3e-3", "--warmup
               "--num-workers", "0", "--seed", "1", "--disable-validation", "--no-save-optimizer-state"]
 
 
-def run_script(name: str, *args: str, cwd: Path, check: bool = True, timeout: float = 300):
-    """Run ``scripts/NAME`` with this environment's console tools first on PATH."""
-    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def run_script(name: str, *args: str, cwd: Path, check: bool = True, timeout: float = 300, env: dict | None = None):
+    """Run ``scripts/NAME`` with this environment's console tools first on PATH (and ``env`` set)."""
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     return run_cli(["bash", str(SCRIPTS / name), *map(str, args)], cwd=cwd, check=check, env=env, timeout=timeout)
 
 

@@ -3,25 +3,19 @@
 The real demo (``make demo``: the Debian trans-de-en corpus, default sizes) is not a test."""
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-
 import pytest
 
-from tests.fairseq.conftest import run_cli
 from tests.fairseq.prepare.test_corpus import sentence_pairs, write_ding
 
-from .conftest import SCRIPTS
+from .conftest import run_script
 
 
 @pytest.mark.slow
 def test_demo_prints_the_table_a_worked_edit_and_the_stage_timings(tmp_path):
     ding = write_ding(tmp_path / "de-en", sentence_pairs(2400))
-    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "DING_FILE": str(ding),
-           "BASE_UPDATES": "100", "CONT_UPDATES": "4", "TRAIN_EDITS": "20", "EVAL_EDITS": "3", "TEST_SIZE": "40",
-           "ALTERNATIVES": "4", "MERGES": "2000", "C": "100"}
-    proc = run_cli(["bash", str(SCRIPTS / "demo.sh"), str(tmp_path / "work")], cwd=tmp_path, env=env, timeout=1200)
+    env = {"DING_FILE": str(ding), "BASE_UPDATES": "100", "CONT_UPDATES": "4", "TRAIN_EDITS": "20", "EVAL_EDITS": "3",
+           "TEST_SIZE": "40", "ALTERNATIVES": "4", "MERGES": "2000", "C": "100"}
+    proc = run_script("demo.sh", tmp_path / "work", cwd=tmp_path, env=env, timeout=1200)
     out = proc.stdout
     assert "| Training procedure | Test BLEU | BLEU Drawdown | Success rate | Num Steps |" in out
     for row in ("Baseline training, α=1e-3", "Editable, c_edit=c_loc=100, α=1e-3",

@@ -3,8 +3,6 @@ training, Table-6-shaped evaluation) through the real shell scripts and console 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +11,7 @@ import torch
 import editable_fairseq.tasks  # noqa: F401  (allow-lists what fairseq checkpoints need, for torch.load below)
 from editable_fairseq.edit_samples import read_edit_samples
 
-from tests.fairseq.conftest import run_cli
-
-from .conftest import SCRIPTS, run_script
+from .conftest import run_script
 
 USAGE = {
     "train-baseline.sh": "DATA_BIN SAVE_DIR MAX_UPDATE",
@@ -52,8 +48,7 @@ def test_each_step_names_the_script_that_makes_its_missing_input(tmp_path, corpu
 
 
 def test_demo_names_a_bad_schedule_before_it_writes_anything(tmp_path):
-    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "CONT_SCHEDULE": "cosine"}
-    proc = run_cli(["bash", str(SCRIPTS / "demo.sh"), str(tmp_path / "work")], cwd=tmp_path, env=env, check=False)
+    proc = run_script("demo.sh", tmp_path / "work", cwd=tmp_path, check=False, env={"CONT_SCHEDULE": "cosine"})
     assert proc.returncode == 1
     assert "CONT_SCHEDULE must be inverse_sqrt or linear, got 'cosine'" in proc.stderr
     assert not (tmp_path / "work").exists()
