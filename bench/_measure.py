@@ -103,3 +103,18 @@ def in_subprocess(script: str, *args: str) -> dict:
     """Run ``script`` with ``args`` in a fresh interpreter and parse the JSON object on its last line."""
     out = subprocess.run([sys.executable, script, *args], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def step_report(steps: dict[str, float], latency: dict[str, float], memory: dict[str, int]) -> dict[str, float]:
+    """The headline figures of a ResNet-18 bench: step, edit-latency and peak-memory ratios, and what they
+    divide. ``steps`` holds median seconds of ``plain``, ``editable`` (k = 10 forced) and ``editable_4``;
+    ``latency`` of ``edit10`` and ``suffix10``; ``memory`` peak bytes of ``plain`` and ``editable``."""
+    return {
+        "editable_step_over_plain_step": steps["editable"] / steps["plain"],
+        "edit10_over_10_suffix_passes": latency["edit10"] / latency["suffix10"],
+        "peak_memory_ratio": memory["editable"] / memory["plain"],
+        "editable_step_over_plain_step_4_edit_steps": steps["editable_4"] / steps["plain"],
+        "plain_step_s": steps["plain"], "editable_step_s": steps["editable"],
+        "edit10_ms": 1000 * latency["edit10"], "suffix10_ms": 1000 * latency["suffix10"],
+        "plain_step_peak_mib": memory["plain"] / 2**20, "editable_step_peak_mib": memory["editable"] / 2**20,
+    }

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import in_subprocess, interleaved_medians, peak_step_memory  # noqa: E402
+from _measure import in_subprocess, interleaved_medians, peak_step_memory, step_report  # noqa: E402
 
 from editable_core import classification_constraint  # noqa: E402
 from editable_core import make_editor  # noqa: E402
@@ -111,13 +111,7 @@ def main() -> None:
         memory = {kind: in_subprocess(__file__, *child, kind)["peak_bytes"] for kind in ("plain", "editable")}
 
     report = {
-        "editable_step_over_plain_step": steps["editable"] / steps["plain"],
-        "edit10_over_10_suffix_passes": latency["edit10"] / latency["suffix10"],
-        "peak_memory_ratio": memory["editable"] / memory["plain"],
-        "editable_step_over_plain_step_4_edit_steps": steps["editable_4"] / steps["plain"],
-        "plain_step_s": steps["plain"], "editable_step_s": steps["editable"],
-        "edit10_ms": 1000 * latency["edit10"], "suffix10_ms": 1000 * latency["suffix10"],
-        "plain_step_peak_mib": memory["plain"] / 2**20, "editable_step_peak_mib": memory["editable"] / 2**20,
+        **step_report(steps, latency, memory),
         "device": str(device), "threads": args.threads, "width": args.width, "repeats": args.repeats,
         "torch": torch.__version__,
     }

@@ -91,7 +91,8 @@ stage generate-patched fairseq-generate "$data" --user-dir "$PLUGIN" --path "$wo
 
 echo
 echo "## Table 6 on the Ding corpus (CPU demo: $eval_edits edits, BLEU on $test_size $test_subset sentences, beam $beam;"
-echo "## drawdown ± its standard error over the edits)"
+echo "## drawdown ± its standard error over the edits; every row continued the $base_updates-update baseline for"
+echo "## $cont_updates updates at Adam $cont_lr, $cont_schedule schedule, dropout $cont_dropout)"
 cat "$work/eval/table.md"
 echo
 echo "## One worked edit (test sentence $id, editable-fairseq-patch on $shipped)"
