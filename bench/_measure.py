@@ -1,4 +1,4 @@
-"""Measurement helpers shared by the bench scripts: interleaved timing and per-step peak memory."""
+"""Measurement helpers shared by the bench scripts: interleaved timing, per-step peak memory, the ResNet report."""
 from __future__ import annotations
 
 import argparse
