@@ -89,10 +89,29 @@ printf '%-22s %4d s\n' patch $((SECONDS - start)) | tee -a "$timings" >&2
 stage generate-patched fairseq-generate "$data" --user-dir "$PLUGIN" --path "$work/patched.pt" --gen-subset test \
   --cpu --beam 5 --batch-size 128 --remove-bpe
 
+# how each row was trained, read from the checkpoints: a folder reused from an earlier run may hold other sizes
+mapfile -t trained < <(python -W ignore - "$base" "${rows[@]}" <<'PY'
+import sys
+from editable_fairseq.checkpoints import load_checkpoint
+for path in sys.argv[1:]:  # one line per checkpoint: UPDATES LR SCHEDULE DROPOUT
+    state = load_checkpoint(path)
+    cfg = state["cfg"]
+    schedule = {"polynomial_decay": "linear"}.get(cfg.lr_scheduler._name, cfg.lr_scheduler._name)
+    print(state["optimizer_history"][-1]["num_updates"], cfg.optimization.lr[0], schedule, cfg.model.dropout)
+PY
+)
+[ ${#trained[@]} -eq $((${#rows[@]} + 1)) ] || die "could not read how the checkpoints were trained"
+read -r base_n _ <<< "${trained[0]}"
+read -r cont_n cont_lr_used schedule_used dropout_used <<< "${trained[1]}"
+for i in "${!rows[@]}"; do
+  [ "${trained[i + 1]}" = "${trained[1]}" ] \
+    || echo "note: ${rows[i]} was trained with other settings than the plain row: ${trained[i + 1]}" >&2
+done
+
 echo
 echo "## Table 6 on the Ding corpus (CPU demo: $eval_edits edits, BLEU on $test_size $test_subset sentences, beam $beam;"
-echo "## drawdown ± its standard error over the edits; every row continued the $base_updates-update baseline for"
-echo "## $cont_updates updates at Adam $cont_lr, $cont_schedule schedule, dropout $cont_dropout)"
+echo "## drawdown ± its standard error over the edits; every row continued the $base_n-update baseline for"
+echo "## $cont_n updates at Adam $cont_lr_used, $schedule_used schedule, dropout $dropout_used)"
 cat "$work/eval/table.md"
 echo
 echo "## One worked edit (test sentence $id, editable-fairseq-patch on $shipped)"

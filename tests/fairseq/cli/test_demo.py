@@ -21,6 +21,9 @@ def test_demo_prints_the_table_a_worked_edit_and_the_stage_timings(tmp_path):
     for row in ("Baseline training, α=1e-3", "Editable, c_edit=c_loc=100, α=1e-3",
                 "Editable, c_edit=c_loc=100, α=3e-4"):
         assert f"| {row} |" in out
+    # the header reads the sizes from the checkpoints, so it names what trained the rows
+    assert "continued the 100-update baseline for\n## 4 updates at Adam 0.001, inverse_sqrt schedule" in out
+    assert "note:" not in proc.stderr
     assert "success: True" in out and (tmp_path / "work" / "patched.pt").is_file()
     worked = out[out.index("## One worked edit"):]
     desired = next(line for line in worked.splitlines() if line.startswith("  desired:")).split(":", 1)[1].strip()
