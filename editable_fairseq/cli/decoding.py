@@ -83,8 +83,9 @@ def translate_tokens(generator, source: Tensor) -> Tensor:
 
 def references(data: str, subset: str, lang: str, dataset, tgt_dict, indices: Sequence[int],
                codec: TextCodec) -> list[str]:
-    """Raw reference sentences of ``indices``: ``data/raw/{subset}.{lang}`` (written by the prepare scripts),
-    else the binarized targets with BPE removed and detokenised (lowercased, with ``<unk>``)."""
+    """Reference sentences of ``indices``: ``data/raw/{subset}.{lang}`` (written by the prepare scripts) after
+    :meth:`TextCodec.normalize` (the training text's apostrophes), else the binarized targets with BPE removed
+    and detokenised (lowercased, with ``<unk>``)."""
     path = os.path.join(data, "raw", f"{subset}.{lang}")
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
@@ -92,7 +93,7 @@ def references(data: str, subset: str, lang: str, dataset, tgt_dict, indices: Se
         if len(lines) != len(dataset):
             raise ValueError(f"{path} has {len(lines)} lines but the binarized {subset} set has {len(dataset)} "
                              "sentences; re-run the prepare script")
-        return [lines[i] for i in indices]
+        return [codec.normalize(lines[i]) for i in indices]
     logger.warning("no raw references at %s: scoring against the binarized (lowercased) %s targets", path, subset)
     return [codec.decode(tgt_dict.string(dataset.tgt[i])) for i in indices]
 

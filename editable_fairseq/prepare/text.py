@@ -41,10 +41,15 @@ class TextCodec:
             with path.open(encoding="utf-8") as codes:
                 self._bpe = BPE(codes, separator=BPE_SEPARATOR)
 
+    @staticmethod
+    def normalize(raw: str) -> str:
+        """One sentence as the model sees it before tokenising: single spaces, typographic apostrophes
+        (``’``) as ASCII ones. A reference is scored after this too, since no output can hold a ``’``."""
+        return " ".join(raw.replace("\u2019", "'").split())
+
     def tokenize(self, raw: str) -> str:
         """Moses-tokenise and lowercase one sentence (no BPE)."""
-        raw = " ".join(raw.replace("\u2019", "'").split())  # typographic apostrophes as in the IWSLT recipe
-        return self._tokenizer.tokenize(raw, return_str=True, escape=True).lower()
+        return self._tokenizer.tokenize(self.normalize(raw), return_str=True, escape=True).lower()
 
     def split_words(self, tokens: str) -> str:
         """Apply BPE to an already tokenised, lowercased sentence (unchanged without BPE codes)."""
