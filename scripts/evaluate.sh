@@ -2,8 +2,9 @@
 # Usage: scripts/evaluate.sh DATA_BIN EVAL_EDITS NUM_EDITS TEST_SIZE OUT_DIR CHECKPOINT... [-- OPTION...]
 # Table 6 for the CHECKPOINTs (one row each): Test BLEU, BLEU drawdown, success rate and mean steps over
 # the first NUM_EDITS edits of EVAL_EDITS (made by scripts/make-edits.sh), each applied on its own.
-# TEST_SIZE: a fixed random subset of the test set for BLEU (0: all of it). OPTIONS after -- go to
-# editable-fairseq-evaluate (e.g. --beam 2, --names). Writes OUT_DIR/table.md and OUT_DIR/results.json.
+# TEST_SIZE: a fixed random subset of the test set decoded after each edit (0: all of it). OPTIONS after -- go
+# to editable-fairseq-evaluate (e.g. --beam 2, --names, --bleu-size 0 for the Test BLEU column on all of it).
+# Writes OUT_DIR/table.md and OUT_DIR/results.json.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 [ $# -ge 6 ] || usage

@@ -7,7 +7,11 @@ set is applied on its own (edit, write into the model, decode the test sentences
   its standard error over the edits (``± se``);
 * success rate: fraction of edits with ``l_e <= 0`` within ``k`` steps; num steps: mean editor steps.
 
-BLEU is sacrebleu's on detokenised, de-BPE'd output against the raw references, lowercased.
+The drawdown decodes the ``--test-size`` sentences once per edit; the Test BLEU column decodes the
+``--bleu-size`` ones once per row, so it can cover the whole test set (``--bleu-size 0``) at the cost of one
+decoding: between two models, BLEU on a few hundred sentences is noisier than the drawdown, a paired difference.
+BLEU is sacrebleu's on detokenised, de-BPE'd output against the references (normalised as the training text
+was), lowercased.
 
     editable-fairseq-evaluate DATA --edits eval.tsv --path baseline.pt editable.pt --num-edits 1000
 """
@@ -19,7 +23,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from editable_core import EditResult, atomic_open, summarize
 
@@ -50,13 +54,15 @@ class Row:
 
     name: str
     checkpoint: str
-    test_bleu: float
+    test_bleu: float         # the Test BLEU column, on ``bleu_sentences`` sentences
+    unedited_bleu: float     # BLEU of the unedited model on the ``test_sentences`` the edits are scored on
     bleu_drawdown: float
     bleu_drawdown_se: float
     success_rate: float
     num_steps: float
     num_edits: int
     test_sentences: int
+    bleu_sentences: int
     edit_lr: float
     edit_max_steps: int
     editable_layers: str
@@ -78,21 +84,30 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str]
     settings.editor.to(next(model.parameters()).device)
     task.load_dataset(args.test_subset)
     dataset = task.dataset(args.test_subset)
-    indices = subset_indices(len(dataset), args.test_size, args.seed)
     codec = TextCodec(task.cfg.target_lang)
-    refs = references(loaded.data, args.test_subset, task.cfg.target_lang, dataset, task.tgt_dict, indices, codec)
-    batches = SentenceBatches(dataset, indices, args.batch_size)
     generator = make_generator(model, task.tgt_dict, beam=args.beam, max_len_a=args.max_len_a,
                                max_len_b=args.max_len_b, lenpen=args.lenpen)
 
-    def bleu() -> float:
-        return corpus_bleu([codec.decode(h) for h in batches.translate(generator, task.tgt_dict)], refs)
+    def scorer(size: int) -> tuple[Callable[[], float], int]:
+        """BLEU of the model as it is now on a fixed subset of ``size`` sentences (0: all), and its size."""
+        indices = subset_indices(len(dataset), size, args.seed)
+        refs = references(loaded.data, args.test_subset, task.cfg.target_lang, dataset, task.tgt_dict, indices,
+                          codec)
+        batches = SentenceBatches(dataset, indices, args.batch_size)
+        return (lambda: corpus_bleu([codec.decode(h) for h in batches.translate(generator, task.tgt_dict)], refs),
+                len(indices))
 
+    bleu, test_sentences = scorer(args.test_size)
     samples = read_edit_samples(args.edits, task.src_dict, task.tgt_dict, task.cfg.max_source_positions,
                                 task.cfg.max_target_positions, allow_unk=args.allow_unk)
     if len(samples) < args.num_edits:
         raise ValueError(f"--num-edits {args.num_edits}: {args.edits} holds only {len(samples)} edits")
     base = bleu()
+    if args.bleu_size is None or args.bleu_size == args.test_size:
+        test_bleu, bleu_sentences = base, test_sentences
+    else:
+        bleu_of_column, bleu_sentences = scorer(args.bleu_size)
+        test_bleu = bleu_of_column()
     outcomes, results, bleus = [], [], []
     label = name or settings.label()
     for i, sample in enumerate(tqdm(samples[:args.num_edits], desc=label, unit="edit", disable=args.no_progress)):
@@ -104,9 +119,9 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str]
         results.append(EditResult({}, result.success, result.l_e.detach(), result.steps))
         bleus.append(edited)
     metrics = summarize(base, bleus, results)
-    return Row(label, path, base, metrics.drawdown, metrics.drawdown_se, metrics.success_rate, metrics.mean_steps,
-               len(results), len(indices), settings.lr, settings.max_steps, settings.part, time.perf_counter() - start,
-               outcomes)
+    return Row(label, path, test_bleu, base, metrics.drawdown, metrics.drawdown_se, metrics.success_rate,
+               metrics.mean_steps, len(results), test_sentences, bleu_sentences, settings.lr, settings.max_steps,
+               settings.part, time.perf_counter() - start, outcomes)
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -131,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="accept word-pieces of --edits the dictionary does not know (they become <unk>)")
     parser.add_argument("--test-subset", default="test", help="subset whose BLEU is measured")
     parser.add_argument("--test-size", type=int, default=0,
-                        help="a fixed random subset of this many test sentences (0: all)")
+                        help="a fixed random subset of this many test sentences (0: all), decoded after each edit")
+    parser.add_argument("--bleu-size", type=int, default=None,
+                        help="the Test BLEU column on a fixed random subset of this many test sentences (0: all; "
+                             "default: the --test-size ones)")
     parser.add_argument("--beam", type=int, default=5, help="beam size of the test decoding")
     parser.add_argument("--lenpen", type=float, default=1.0, help="length penalty of the test decoding")
     parser.add_argument("--max-len-a", type=float, default=1.2,
@@ -156,6 +174,9 @@ def evaluate(args: argparse.Namespace) -> list[Row]:
     check_edit_arguments(args)
     if args.num_edits < 1:
         raise ValueError(f"--num-edits must be >= 1, got {args.num_edits}")
+    for flag in ("test_size", "bleu_size"):
+        if (getattr(args, flag) or 0) < 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 0 (0: all sentences), got {getattr(args, flag)}")
     if args.names and len(args.names) != len(args.path):
         raise ValueError(f"--names has {len(args.names)} names for {len(args.path)} --path checkpoints")
     for path in args.path:

@@ -43,11 +43,15 @@ def test_evaluator_numbers_agree_with_a_direct_recomputation(pipeline, row):
                                                                     arg_overrides={"data": str(pipeline.data)})
     model = models[0].eval()
     task.load_dataset("test")
-    indices = sorted(random.Random(1).sample(range(len(task.dataset("test"))), 30))  # --test-size 30, --seed 1
+    everything = list(range(len(task.dataset("test"))))
+    indices = sorted(random.Random(1).sample(everything, 30))  # --test-size 30, --seed 1
     raw = (pipeline.data / "raw" / "test.en").read_text(encoding="utf-8").splitlines()
-    references = [" ".join(raw[i].replace("\u2019", "'").split()) for i in indices]  # as the training text
+    normalised = [" ".join(line.replace("\u2019", "'").split()) for line in raw]  # as the training text
+    references = [normalised[i] for i in indices]
     with torch.no_grad():
-        assert _bleu(model, task, indices, references) == pytest.approx(result["test_bleu"], abs=1e-6)
+        assert _bleu(model, task, indices, references) == pytest.approx(result["unedited_bleu"], abs=1e-6)
+        # --bleu-size 0: the Test BLEU column is scored on every test sentence
+        assert _bleu(model, task, everything, normalised) == pytest.approx(result["test_bleu"], abs=1e-6)
 
     if row == 0:  # a normally trained model: RMSProp, alpha 1e-3, nothing learned
         editor = make_editor("rmsprop", 1e-3, False, shape=HYPER_SHAPE)
@@ -77,4 +81,9 @@ def test_evaluator_rejects_a_bad_edit_file_naming_file_and_line(pipeline, tmp_pa
     proc = run_cli([cli("editable-fairseq-evaluate"), str(pipeline.data), "--path", str(tmp_path / "none.pt"),
                     "--edits", str(bad), "--json", str(out)], cwd=tmp_path, check=False)
     assert proc.returncode == 1 and f"--path {tmp_path / 'none.pt'}: checkpoint does not exist" in proc.stderr
+    assert not out.exists()
+    proc = run_cli([cli("editable-fairseq-evaluate"), str(pipeline.data), "--path", str(pipeline.baseline),
+                    "--edits", str(pipeline.edits / "eval.tsv"), "--bleu-size", "-1", "--json", str(out)],
+                   cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "--bleu-size must be >= 0 (0: all sentences), got -1" in proc.stderr
     assert not out.exists()

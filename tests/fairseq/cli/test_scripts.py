@@ -96,13 +96,14 @@ def test_evaluate_script_prints_and_writes_the_table_6_comparison(pipeline):
     assert "\n".join(table) in pipeline.stdout
     rows = json.loads((pipeline.evaluation / "results.json").read_text())["rows"]
     assert [r["num_edits"] for r in rows] == [3, 3] and [r["test_sentences"] for r in rows] == [30, 30]
+    assert [r["bleu_sentences"] for r in rows] == [60, 60]  # --bleu-size 0: the Test BLEU column on all of them
     for row, line in zip(rows, table[2:]):
         assert 0 <= row["test_bleu"] <= 100 + 1e-9 and row["bleu_drawdown"] >= 0 and 0 <= row["num_steps"] <= 10
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[1:] == [f"{row['test_bleu']:.2f}", f"{row['bleu_drawdown']:.2f} ± {row['bleu_drawdown_se']:.2f}",
                              f"{100 * row['success_rate']:.0f}%", f"{row['num_steps']:.2f}"]
         assert row["bleu_drawdown"] == pytest.approx(
-            sum(abs(e["bleu"] - row["test_bleu"]) for e in row["edits"]) / 3)
-        changes = torch.tensor([abs(e["bleu"] - row["test_bleu"]) for e in row["edits"]], dtype=torch.float64)
+            sum(abs(e["bleu"] - row["unedited_bleu"]) for e in row["edits"]) / 3)
+        changes = torch.tensor([abs(e["bleu"] - row["unedited_bleu"]) for e in row["edits"]], dtype=torch.float64)
         assert row["bleu_drawdown_se"] == pytest.approx((changes.std() / 3 ** 0.5).item(), abs=1e-9)
     assert rows[0]["test_bleu"] > 50, "the tiny baseline learns the synthetic corpus"
