@@ -13,7 +13,7 @@ from .conftest import run_script
 @pytest.mark.slow
 def test_demo_prints_the_table_a_worked_edit_and_the_stage_timings(tmp_path):
     ding = write_ding(tmp_path / "de-en", sentence_pairs(2400))
-    env = {"DING_FILE": str(ding), "BASE_UPDATES": "100", "CONT_UPDATES": "4", "TRAIN_EDITS": "20", "EVAL_EDITS": "3",
+    env = {"DING_FILE": str(ding), "BASE_UPDATES": "60", "CONT_UPDATES": "4", "TRAIN_EDITS": "20", "EVAL_EDITS": "3",
            "TEST_SIZE": "40", "ALTERNATIVES": "4", "MERGES": "2000", "C": "100"}
     proc = run_script("demo.sh", tmp_path / "work", cwd=tmp_path, env=env, timeout=1200)
     out = proc.stdout
@@ -22,7 +22,10 @@ def test_demo_prints_the_table_a_worked_edit_and_the_stage_timings(tmp_path):
                 "Editable, c_edit=c_loc=100, α=3e-4"):
         assert f"| {row} |" in out
     # the header reads the sizes from the checkpoints, so it names what trained the rows
-    assert "continued the 100-update baseline for\n## 4 updates at Adam 0.001, inverse_sqrt schedule" in out
+    assert "continued the\n## 60-update baseline for 4 updates at Adam 0.001, inverse_sqrt schedule" in out
+    tested = len((tmp_path / "work" / "ding" / "data-bin" / "raw" / "test.en").read_text().splitlines())
+    assert (f"Test BLEU on {tested} test sentences; drawdown ± its\n## standard error over 3 edits, each scored on 40 "
+            "of those sentences") in out  # BLEU_SIZE=0: every test sentence
     assert "note:" not in proc.stderr
     assert "success: True" in out and (tmp_path / "work" / "patched.pt").is_file()
     worked = out[out.index("## One worked edit"):]
