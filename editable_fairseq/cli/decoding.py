@@ -32,7 +32,7 @@ def make_generator(model: nn.Module, tgt_dict, beam: int = 5, max_len_a: float =
 def subset_indices(size: int, count: int = 0, seed: int = 1) -> list[int]:
     """A fixed random subset of ``count`` of ``range(size)`` (all when ``count`` is 0 or >= size), sorted."""
     if count < 0:
-        raise ValueError(f"--test-size must be >= 0, got {count}")
+        raise ValueError(f"a subset size must be >= 0 (0: all sentences), got {count}")
     if count == 0 or count >= size:
         return list(range(size))
     return sorted(random.Random(seed).sample(range(size), count))
