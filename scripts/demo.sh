@@ -7,9 +7,9 @@
 # sentences; and one real mistranslation fixed with editable-fairseq-patch. Sizes can be changed through the
 # environment: MERGES LAYERS FFN (encoder and decoder layers each, and their FFN width) BASE_UPDATES
 # CONT_UPDATES CONT_TOKENS (the continuations' --max-tokens) CONT_LR CONT_SCHEDULE (inverse_sqrt, or linear:
-# decay to 0 over the continuation) CONT_DROPOUT C LOC_MODE EDIT_LRS TRAIN_EDITS EVAL_EDITS ALTERNATIVES TEST_SIZE (sentences
-# decoded after each edit, for the drawdown) BLEU_SIZE (sentences of the Test BLEU column; 0: all) BEAM, and
-# TEST_SUBSET=valid to tune on validation sentences instead of reporting test ones.
+# decay to 0 over the continuation) CONT_DROPOUT C LOC_MODE EDIT_LRS TRAIN_EDITS EVAL_EDITS ALTERNATIVES
+# TEST_SIZE (sentences decoded after each edit, for the drawdown) BLEU_SIZE (sentences of the Test BLEU column;
+# 0: all) BEAM, and TEST_SUBSET=valid to tune on validation sentences instead of reporting test ones.
 # Steps whose outputs exist in WORKDIR are skipped (delete a folder to redo it).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -29,10 +29,10 @@ train_edits=${TRAIN_EDITS:-200} eval_edits=${EVAL_EDITS:-50} alternatives=${ALTE
 test_size=${TEST_SIZE:-300} bleu_size=${BLEU_SIZE:-0} beam=${BEAM:-4} test_subset=${TEST_SUBSET:-test}
 command -v fairseq-train >/dev/null || die "fairseq-train is not on PATH: run make install, then PATH=.venv/bin:\$PATH"
 
-# a 3+3-layer, 256-d transformer_iwslt_de_en (FFN 1024); the baseline on 2048-token batches, Adam at 1.5e-3
-# (warm-up 300; 1800 such updates take the time of 900 on 4096 tokens and end better on validation), then every
-# row continues from it on CONT_TOKENS-token batches at CONT_LR (a fresh Adam: fairseq restores an optimizer only
-# for the same criterion). LAYERS=2 FFN=512 BASE_UPDATES=900 CONT_TOKENS=2048 EDIT_LRS=1e-3 is the 30-minute
+# a 3+3-layer, 256-d transformer_iwslt_de_en (FFN 1024; LAYERS, FFN); the baseline on 2048-token batches, Adam
+# at 1.5e-3 (warm-up 300; 1800 such updates take the time of 900 on 4096 tokens and end better on validation),
+# then every row continues from it on CONT_TOKENS-token batches at CONT_LR (a fresh Adam: fairseq restores an
+# optimizer only for the same criterion). LAYERS=2 FFN=512 BASE_UPDATES=900 CONT_TOKENS=2048 EDIT_LRS=1e-3 is the 30-minute
 # variant measured in docs/translation-demo.md: it keeps BLEU but not the drawdown cut
 SMALL=(--cpu --encoder-layers "$layers" --decoder-layers "$layers" --encoder-embed-dim 256 --decoder-embed-dim 256
   --encoder-ffn-embed-dim "$ffn" --decoder-ffn-embed-dim "$ffn" --encoder-attention-heads 4 --decoder-attention-heads 4
