@@ -88,26 +88,24 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str]
     generator = make_generator(model, task.tgt_dict, beam=args.beam, max_len_a=args.max_len_a,
                                max_len_b=args.max_len_b, lenpen=args.lenpen)
 
-    def scorer(size: int) -> tuple[Callable[[], float], int]:
-        """BLEU of the model as it is now on a fixed subset of ``size`` sentences (0: all), and its size."""
-        indices = subset_indices(len(dataset), size, args.seed)
+    def scorer(indices: list[int]) -> Callable[[], float]:
+        """BLEU of the model as it is now on the sentences ``indices`` of the subset."""
         refs = references(loaded.data, args.test_subset, task.cfg.target_lang, dataset, task.tgt_dict, indices,
                           codec)
         batches = SentenceBatches(dataset, indices, args.batch_size)
-        return (lambda: corpus_bleu([codec.decode(h) for h in batches.translate(generator, task.tgt_dict)], refs),
-                len(indices))
+        return lambda: corpus_bleu([codec.decode(h) for h in batches.translate(generator, task.tgt_dict)], refs)
 
-    bleu, test_sentences = scorer(args.test_size)
+    test_indices = subset_indices(len(dataset), args.test_size, args.seed)
+    bleu, test_sentences = scorer(test_indices), len(test_indices)
     samples = read_edit_samples(args.edits, task.src_dict, task.tgt_dict, task.cfg.max_source_positions,
                                 task.cfg.max_target_positions, allow_unk=args.allow_unk)
     if len(samples) < args.num_edits:
         raise ValueError(f"--num-edits {args.num_edits}: {args.edits} holds only {len(samples)} edits")
     base = bleu()
-    if args.bleu_size is None or args.bleu_size == args.test_size:
-        test_bleu, bleu_sentences = base, test_sentences
-    else:
-        bleu_of_column, bleu_sentences = scorer(args.bleu_size)
-        test_bleu = bleu_of_column()
+    column_indices = test_indices if args.bleu_size is None else subset_indices(len(dataset), args.bleu_size,
+                                                                                args.seed)
+    test_bleu = base if column_indices == test_indices else scorer(column_indices)()
+    bleu_sentences = len(column_indices)
     outcomes, results, bleus = [], [], []
     label = name or settings.label()
     for i, sample in enumerate(tqdm(samples[:args.num_edits], desc=label, unit="edit", disable=args.no_progress)):

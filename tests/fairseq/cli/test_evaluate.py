@@ -87,3 +87,20 @@ def test_evaluator_rejects_a_bad_edit_file_naming_file_and_line(pipeline, tmp_pa
                    cwd=tmp_path, check=False)
     assert proc.returncode == 1 and "--bleu-size must be >= 0 (0: all sentences), got -1" in proc.stderr
     assert not out.exists()
+
+
+def test_evaluator_decodes_a_subset_once_when_both_columns_share_it(pipeline, monkeypatch):
+    """--test-size 0 --bleu-size N (N >= the subset's size) name the same sentences: one decoding serves both."""
+    from editable_fairseq.cli import decoding, evaluate
+
+    decodings = []
+    translate = decoding.SentenceBatches.translate
+    monkeypatch.setattr(decoding.SentenceBatches, "translate",
+                        lambda self, *a, **k: decodings.append(len(self.indices)) or translate(self, *a, **k))
+    size = len((pipeline.data / "raw" / "test.en").read_text(encoding="utf-8").splitlines())
+    args = evaluate.build_parser().parse_args([str(pipeline.data), "--path", str(pipeline.baseline), "--edits",
+                                               str(pipeline.edits / "eval.tsv"), "--num-edits", "1", "--beam", "2",
+                                               "--test-size", "0", "--bleu-size", str(size + 5), "--no-progress"])
+    row = evaluate.evaluate_checkpoint(str(pipeline.baseline), args)
+    assert row.test_sentences == row.bleu_sentences == size and row.test_bleu == row.unedited_bleu
+    assert decodings == [size] * (1 + (row.edits[0].steps > 0))  # the unedited model once, then the edit's
