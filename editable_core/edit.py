@@ -97,22 +97,20 @@ def edit(constraint_fn: ConstraintFn, params: Params, editor: Editor, *, max_ste
     if not create_graph:
         return _edit_without_graph(constraint_fn, params, editor, max_steps)
     start = {k: p if p.requires_grad else p.detach().requires_grad_() for k, p in params.items()}
-    current, state, seen = start, editor.init(start), []
+    seen = []  # truncated: each step's gradient, to replay the first steps as first order
+
+    def take_step(l_e: Tensor, current: Params, state, step: int):
+        # steps past the first m are first order: their gradient is a constant of the graph
+        second_order = exact is None or step < exact
+        grads = _constraint_grads(l_e, current, create_graph=second_order)
+        if exact is not None and exact > 0:
+            seen.append({k: g.detach() for k, g in grads.items()})
+        return editor.update(grads, state, current)
 
     with torch.enable_grad():  # an edit differentiates, whatever the caller's grad mode
-        for step in range(max_steps + 1):
-            l_e = constraint_fn(current).reshape(-1)
-            if not bool(torch.isfinite(l_e).all()):
-                return _non_finite(params, l_e, step)
-            done = bool((l_e <= 0).all())
-            if done or step == max_steps:
-                break
-            # steps past the first m are first order: their gradient is a constant of the graph
-            second_order = exact is None or step < exact
-            grads = _constraint_grads(l_e, current, create_graph=second_order)
-            if exact is not None and exact > 0:
-                seen.append({k: g.detach() for k, g in grads.items()})
-            current, state = editor.update(grads, state, current)
+        current, done, l_e, step = _loop(constraint_fn, start, editor, max_steps, take_step)
+        if current is None:
+            return _non_finite(params, l_e, step)
         if exact is not None and 0 < exact < step:
             # truncated, and the edit took more than m steps: the first step - m steps become first
             # order (replayed from their recorded gradients, no model pass), the last m exact
@@ -124,6 +122,24 @@ def edit(constraint_fn: ConstraintFn, params: Params, editor: Editor, *, max_ste
                 current, state = editor.update(_constraint_grads(l_e, current, create_graph=True), state, current)
             l_e = constraint_fn(current).reshape(-1)
     return EditResult(current, done, l_e, step)
+
+
+def _loop(constraint_fn: ConstraintFn, current: Params, editor: Editor, max_steps: int,
+          take_step: Callable[[Tensor, Params, object, int], tuple[Params, object]]
+          ) -> tuple[Params | None, bool, Tensor, int]:
+    """The loop of both edits: ``l_e`` at ``current``; stop when it holds or after ``max_steps`` steps, else
+    ``current, state = take_step(l_e, current, state, step)``. Returns ``(current, done, l_e, steps)``, with
+    ``current`` None when ``l_e`` is not finite."""
+    state, step = editor.init(current), 0
+    while True:
+        l_e = constraint_fn(current).reshape(-1)
+        if not bool(torch.isfinite(l_e).all()):
+            return None, False, l_e, step
+        done = bool((l_e <= 0).all())
+        if done or step == max_steps:
+            return current, done, l_e, step
+        current, state = take_step(l_e, current, state, step)
+        step += 1
 
 
 def _constraint_grads(l_e: Tensor, current: Params, create_graph: bool = False) -> Params:
@@ -141,18 +157,16 @@ def _non_finite(params: Params, l_e: Tensor, step: int) -> EditResult:
 
 def _edit_without_graph(constraint_fn: ConstraintFn, params: Params, editor: Editor, max_steps: int) -> EditResult:
     """The inference edit: one forward and one first-order backward per step, results detached."""
-    current = {k: p.detach().requires_grad_() for k, p in params.items()}
-    state = editor.init(current)
+
+    def take_step(l_e: Tensor, current: Params, state, step: int):
+        grads = _constraint_grads(l_e, current)
+        with torch.no_grad():
+            current, state = editor.update(grads, state, current)
+        return {k: p.requires_grad_() for k, p in current.items()}, state
+
     with torch.enable_grad():
-        for step in range(max_steps + 1):
-            l_e = constraint_fn(current).reshape(-1)
-            if not bool(torch.isfinite(l_e).all()):
-                return _non_finite(params, l_e, step)
-            done = bool((l_e <= 0).all())
-            if done or step == max_steps:
-                break
-            grads = _constraint_grads(l_e, current)
-            with torch.no_grad():
-                current, state = editor.update(grads, state, current)
-            current = {k: p.requires_grad_() for k, p in current.items()}
+        current, done, l_e, step = _loop(constraint_fn, {k: p.detach().requires_grad_() for k, p in params.items()},
+                                         editor, max_steps, take_step)
+    if current is None:
+        return _non_finite(params, l_e, step)
     return EditResult({k: p.detach() for k, p in current.items()}, done, l_e.detach(), step)
