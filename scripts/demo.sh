@@ -6,8 +6,8 @@
 # the paper's units: added once per batch to the token-summed loss); the Table-6-shaped comparison on the test
 # sentences; and one real mistranslation fixed with editable-fairseq-patch. Sizes can be changed through the
 # environment: MERGES LAYERS FFN (encoder and decoder layers each, and their FFN width) BASE_UPDATES
-# CONT_UPDATES CONT_TOKENS (the continuations' --max-tokens) CONT_LR CONT_SCHEDULE (inverse_sqrt, or linear:
-# decay to 0 over the continuation) CONT_DROPOUT C LOC_MODE EDIT_LRS TRAIN_EDITS EVAL_EDITS ALTERNATIVES
+# CONT_UPDATES CONT_TOKENS (the continuations' --max-tokens) CONT_LR CONT_WARMUP CONT_SCHEDULE (inverse_sqrt, or
+# linear: decay to 0 over the continuation) CONT_DROPOUT C LOC_MODE EDIT_LRS TRAIN_EDITS EVAL_EDITS ALTERNATIVES
 # TEST_SIZE (sentences decoded after each edit, for the drawdown) BLEU_SIZE (sentences of the Test BLEU column;
 # 0: all) BEAM, and TEST_SUBSET=valid to tune on validation sentences instead of reporting test ones.
 # Steps whose outputs exist in WORKDIR are skipped (delete a folder to redo it).
@@ -18,8 +18,8 @@ work=$1
 scripts=$(cd "$(dirname "$0")" && pwd)
 merges=${MERGES:-6000} layers=${LAYERS:-3} ffn=${FFN:-1024} cont_tokens=${CONT_TOKENS:-4096}
 base_updates=${BASE_UPDATES:-1800} cont_updates=${CONT_UPDATES:-300} c=${C:-10000}
-edit_lrs=${EDIT_LRS:-1e-3 3e-4} cont_lr=${CONT_LR:-1e-3} loc_mode=${LOC_MODE:-replay}
-cont_schedule=${CONT_SCHEDULE:-inverse_sqrt} cont_dropout=${CONT_DROPOUT:-0.1}
+edit_lrs=${EDIT_LRS:-1e-3 3e-4} cont_lr=${CONT_LR:-1e-3} cont_warmup=${CONT_WARMUP:-10}
+cont_schedule=${CONT_SCHEDULE:-inverse_sqrt} cont_dropout=${CONT_DROPOUT:-0.1} loc_mode=${LOC_MODE:-replay}
 case $cont_schedule in
   inverse_sqrt) schedule=() ;;
   linear) schedule=(--lr-scheduler polynomial_decay --power 1 --end-learning-rate 0 --total-num-update "$cont_updates") ;;
@@ -38,7 +38,8 @@ SMALL=(--cpu --encoder-layers "$layers" --decoder-layers "$layers" --encoder-emb
   --encoder-ffn-embed-dim "$ffn" --decoder-ffn-embed-dim "$ffn" --encoder-attention-heads 4 --decoder-attention-heads 4
   --share-all-embeddings --dropout 0.1 --max-tokens 2048 --num-workers 0 --seed 1
   --log-format simple --log-interval 25 --disable-validation --no-save-optimizer-state)
-CONTINUE=(--max-tokens "$cont_tokens" --lr "$cont_lr" --warmup-updates 10 --dropout "$cont_dropout" "${schedule[@]}")
+CONTINUE=(--max-tokens "$cont_tokens" --lr "$cont_lr" --warmup-updates "$cont_warmup" --dropout "$cont_dropout"
+  "${schedule[@]}")
 mkdir -p "$work"
 data=$work/ding/data-bin
 timings=$work/timings.txt
