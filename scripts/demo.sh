@@ -101,16 +101,17 @@ stage generate-patched fairseq-generate "$data" --user-dir "$PLUGIN" --path "$wo
 mapfile -t trained < <(python -W ignore - "$base" "${rows[@]}" <<'PY'
 import sys
 from editable_fairseq.checkpoints import load_checkpoint
-for path in sys.argv[1:]:  # one line per checkpoint: UPDATES LR SCHEDULE DROPOUT
+for path in sys.argv[1:]:  # one line per checkpoint: UPDATES LR WARMUP SCHEDULE DROPOUT
     state = load_checkpoint(path)
     cfg = state["cfg"]
     schedule = {"polynomial_decay": "linear"}.get(cfg.lr_scheduler._name, cfg.lr_scheduler._name)
-    print(state["optimizer_history"][-1]["num_updates"], cfg.optimization.lr[0], schedule, cfg.model.dropout)
+    print(state["optimizer_history"][-1]["num_updates"], cfg.optimization.lr[0], cfg.lr_scheduler.warmup_updates,
+          schedule, cfg.model.dropout)
 PY
 )
 [ ${#trained[@]} -eq $((${#rows[@]} + 1)) ] || die "could not read how the checkpoints were trained"
 read -r base_n _ <<< "${trained[0]}"
-read -r cont_n cont_lr_used schedule_used dropout_used <<< "${trained[1]}"
+read -r cont_n cont_lr_used warmup_used schedule_used dropout_used <<< "${trained[1]}"
 for ((i = 1; i < ${#rows[@]}; i++)); do
   [ "${trained[i + 1]}" = "${trained[1]}" ] \
     || echo "note: ${rows[i]} was trained with other settings than the plain row: ${trained[i + 1]}" >&2
@@ -122,7 +123,8 @@ print(row["bleu_sentences"], row["test_sentences"])' "$work/eval/results.json")
 echo
 echo "## Table 6 on the Ding corpus (CPU demo, beam $beam: Test BLEU on $bleu_n $test_subset sentences; drawdown ± its"
 echo "## standard error over $eval_edits edits, each scored on $test_n of those sentences; every row continued the"
-echo "## $base_n-update baseline for $cont_n updates at Adam $cont_lr_used, $schedule_used schedule, dropout $dropout_used)"
+echo "## $base_n-update baseline for $cont_n updates at Adam $cont_lr_used (warm-up $warmup_used), $schedule_used schedule,"
+echo "## dropout $dropout_used)"
 cat "$work/eval/table.md"
 echo
 echo "## One worked edit (test sentence $id, editable-fairseq-patch on $shipped)"

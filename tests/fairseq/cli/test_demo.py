@@ -22,7 +22,8 @@ def test_demo_prints_the_table_a_worked_edit_and_the_stage_timings(tmp_path):
                 "Editable, c_edit=c_loc=100, α=3e-4"):
         assert f"| {row} |" in out
     # the header reads the sizes from the checkpoints, so it names what trained the rows
-    assert "continued the\n## 60-update baseline for 4 updates at Adam 0.001, inverse_sqrt schedule" in out
+    assert ("continued the\n## 60-update baseline for 4 updates at Adam 0.001 (warm-up 10), inverse_sqrt schedule,\n"
+            "## dropout 0.1)") in out
     tested = len((tmp_path / "work" / "ding" / "data-bin" / "raw" / "test.en").read_text().splitlines())
     assert (f"Test BLEU on {tested} test sentences; drawdown ± its\n## standard error over 3 edits, each scored on 40 "
             "of those sentences") in out  # BLEU_SIZE=0: every test sentence
