@@ -1,6 +1,6 @@
 """Editable Training and edit latency of the core on a CIFAR-style ResNet-18 (section 4.1 set-up).
 
-Reports, for batch 128 of 32x32 images, chain 3 editable, RMSProp, k=10:
+Reports, for batch 128 (``--batch``) of 32x32 images, chain 3 editable, RMSProp, k=10:
   (a) one Editable Training step (equation 2, backward and Adam update included) over one plain step;
   (b) one edit forced to take all 10 steps over 10 forward+backward passes of the editable suffix
       (chain 3, chain 4, head) on that same single input;
@@ -16,7 +16,8 @@ edit10_over_10_suffix_passes and peak_memory_ratio (exact mode), and for each ch
 editable_step_over_plain_step_<variant> and peak_memory_ratio_<variant>, where the variant is the mode
 (``truncated:2`` -> ``truncated_2``) and/or ``loc<N>`` (e.g. ``loc32``, ``first_order_loc32``).
 
-    python bench/core_resnet18.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--modes first_order,full@32]
+    python bench/core_resnet18.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--batch 128]
+                                  [--modes first_order,full@32]
     python bench/core_resnet18.py --profile full   # torch.profiler table of one editable step, then exit
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import functools
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import (backprop_modes, in_subprocess, interleaved_medians, peak_step_memory, step_report,  # noqa: E402
-                      variant_key, variant_mode)
+                      sync, variant_key, variant_mode)
 
 from editable_core import Editable, RMSProp, classification_constraint, editable_training_loss  # noqa: E402
 from editable_vision.models import cifar_resnet18  # noqa: E402
@@ -88,18 +90,31 @@ def edit_latency(editable: Editable, x_edit, y_edit, repeats: int, device: torch
     return interleaved_medians({"edit10": edit10, "suffix10": suffix_passes10}, repeats, device, warmup=2)
 
 
-def profile(editable_step, plain_step) -> None:
-    """One plain and one editable step under ``torch.profiler`` (after a warm-up of each): the ops by self time."""
+def profile(editable_step, plain_step, device: torch.device) -> None:
+    """One plain and one editable step under ``torch.profiler`` (after a warm-up of each): the ops by self time
+    (on CUDA by self GPU time, then the step's wall time beside its GPU kernels' total and its kernel count)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     plain_step()
     editable_step()
     for name, step in (("plain", plain_step), ("editable", editable_step)):
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        sync(device)
+        started = time.perf_counter()
+        with torch_profile(activities=activities) as prof:
             step()
+            sync(device)
+        wall = time.perf_counter() - started
+        events = prof.key_averages()
         print(f"{name} step:")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+        print(events.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=25))
+        if cuda:
+            kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+            busy = sum(e.time_range.elapsed_us() for e in kernels) / 1e6
+            print(f"{name} step: wall {wall * 1000:.1f} ms (profiled), GPU kernels {busy * 1000:.1f} ms in "
+                  f"{len(kernels)} kernels")
 
 
 def main() -> None:
@@ -107,9 +122,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch", type=int, default=128, help="images per training batch (the edit is on one)")
     parser.add_argument("--modes", default="first_order,truncated:1,truncated:2,full@32,first_order@32",
                         help="comma list of cheaper variants to measure beside the exact one: a backprop mode, "
-                             "optionally @N for L_loc on the first N of the 128 images")
+                             "optionally @N for L_loc on the first N images of the batch")
     parser.add_argument("--profile", metavar="MODE", help="print the torch.profiler table of one editable step "
                         "(k=10 forced) with this variant, and exit")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # child mode: 'plain' or a variant
@@ -120,13 +136,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    editable, x_edit, y_edit, plain_step, editable_step = setup(device)
+    editable, x_edit, y_edit, plain_step, editable_step = setup(device, args.batch)
 
     def step_of(variant: str):
         return plain_step if variant == "plain" else functools.partial(editable_step, 10, *variant_mode(variant))
 
     if args.profile:
-        profile(step_of(args.profile), plain_step)
+        profile(step_of(args.profile), plain_step, device)
         return
     if args.memory_of:
         print(json.dumps({"peak_bytes": peak_step_memory(step_of(args.memory_of), device)}))
@@ -140,19 +156,20 @@ def main() -> None:
     if device.type == "cuda":  # CUDA's peak counter resets, so this process can measure every kind
         memory = {kind: peak_step_memory(step_of(variant), device) for kind, variant in kinds.items()}
     else:  # a CPU process's peak only grows: measure each kind in a fresh one
-        child = ["--device", args.device, "--threads", str(args.threads), "--memory-of"]
+        child = ["--device", args.device, "--threads", str(args.threads), "--batch", str(args.batch), "--memory-of"]
         memory = {kind: in_subprocess(__file__, *child, variant)["peak_bytes"] for kind, variant in kinds.items()}
 
     report = {
         **step_report(steps, latency, memory),
-        "device": str(device), "threads": args.threads, "torch": torch.__version__,
+        "device": str(device), "threads": args.threads, "batch": args.batch, "torch": torch.__version__,
     }
     for variant in variants:
         key = variant_key(variant)
         report[f"editable_step_over_plain_step_{key}"] = steps[f"editable_{variant}"] / steps["plain"]
         report[f"peak_memory_ratio_{key}"] = memory[f"editable_{variant}"] / memory["plain"]
         report[f"editable_step_s_{key}"] = steps[f"editable_{variant}"]
-    print(f"ResNet-18 (CIFAR), batch 128, chain3 editable, RMSProp k=10 forced, {device}, {args.threads} threads")
+    print(f"ResNet-18 (CIFAR), batch {args.batch}, chain3 editable, RMSProp k=10 forced, {device}, "
+          f"{args.threads} threads")
     print(f"  plain step {report['plain_step_s']:.3f} s, editable step {report['editable_step_s']:.3f} s: "
           f"ratio {report['editable_step_over_plain_step']:.2f} (target <= 1.8); with 4-step edits "
           f"{report['editable_step_over_plain_step_4_edit_steps']:.2f} (target <= 1.6)")

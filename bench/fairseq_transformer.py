@@ -1,4 +1,4 @@
-"""Cost of Editable Training and of one edit for ``transformer_iwslt_de_en`` (section 4.4 set-up), on CPU.
+"""Cost of Editable Training and of one edit for ``transformer_iwslt_de_en`` (section 4.4 set-up), CPU or CUDA.
 
 Reports, with fairseq's own Trainer (forward, backward, Adam update) and the IWSLT14 de-en recipe
 (dropout 0.3, label smoothing 0.1, shared decoder input/output embeddings, batches of 4096 tokens):
@@ -18,7 +18,8 @@ types, fairseq's prepare-iwslt14.sh); sentences and edit sequences are 25 tokens
 157 sentences (4082 source and 4082 target tokens). ``--data DIR`` takes the dictionaries and a real
 4096-token batch from a fairseq data-bin instead, and ``--edits TSV`` real edits.
 
-    python bench/fairseq_transformer.py [--repeats 3] [--threads 2] [--data DIR --checkpoint PT --edits TSV]
+    python bench/fairseq_transformer.py [--repeats 3] [--threads 2] [--device cpu|cuda]
+                                        [--data DIR --checkpoint PT --edits TSV]
 
 The last output line is one JSON object with the keys editable_update_over_plain_update (exact),
 editable_update_over_plain_update_<mode> for each cheaper mode (``truncated:2`` -> ``truncated_2``) and
@@ -40,7 +41,7 @@ from typing import Callable, Optional
 
 import torch
 
-from _measure import backprop_modes
+from _measure import backprop_modes, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 IWSLT14_DICT_SIZES = {"de": 8848, "en": 6632}
@@ -71,8 +72,8 @@ def write_synthetic_data(folder: Path, alternatives: int, seed: int = 0) -> tupl
     return data, edits
 
 
-def build(data: Path, edits: Path, criterion_args: list[str], extra: list[str]):
-    """Task, model and criterion from fairseq's real command-line parser."""
+def build(data: Path, edits: Path, criterion_args: list[str], device: torch.device):
+    """Task, model and criterion from fairseq's real command-line parser (``--cpu`` unless ``device`` is CUDA)."""
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
@@ -80,8 +81,8 @@ def build(data: Path, edits: Path, criterion_args: list[str], extra: list[str]):
             "--source-lang", "de", "--target-lang", "en", "--edit-samples", str(edits),
             "--arch", "transformer_iwslt_de_en", "--share-decoder-input-output-embed", "--dropout", "0.3",
             "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "5e-4", "--lr-scheduler", "inverse_sqrt",
-            "--warmup-updates", "4000", "--max-tokens", "4096", "--cpu", "--seed", "1", "--num-workers", "0",
-            *criterion_args, *extra]
+            "--warmup-updates", "4000", "--max-tokens", "4096", "--seed", "1", "--num-workers", "0",
+            *criterion_args, *(["--cpu"] if device.type == "cpu" else [])]
     parser = options.get_training_parser()
     cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, argv))
     task = tasks.setup_task(cfg.task)
@@ -120,12 +121,16 @@ def make_trainer(cfg, task, model):
     return Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
 
 
-def interleaved_medians(steps: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list]:
+def interleaved_times(steps: dict[str, Callable[[], object]], repeats: int, warmup: int,
+                      device: torch.device) -> dict[str, list]:
+    """Seconds of each callable, run in turn (``warmup`` untimed rounds, then ``repeats`` timed ones)."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_ in range(warmup + repeats):
         for name, step in steps.items():
+            sync(device)
             started = time.perf_counter()
             step()
+            sync(device)
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - started)
     return times
@@ -135,6 +140,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up round)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"],
+                        help="where the model trains and edits (fairseq's --cpu when cpu)")
     parser.add_argument("--alternatives", type=int, default=32, help="k alternatives per edit")
     parser.add_argument("--edit-max-steps", type=int, default=10, help="k editor steps")
     parser.add_argument("--modes", default="first_order,truncated:2",
@@ -151,6 +158,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         parser.error("--data and --edits go together, and --checkpoint needs them")
     modes = backprop_modes(parser, args.modes, loc_batch=False)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     logging.disable(logging.WARNING)  # fairseq's INFO lines would drown the report
 
     import editable_fairseq.tasks  # noqa: F401  (registers the task and criterion)
@@ -168,15 +176,15 @@ def main(argv: Optional[list[str]] = None) -> dict:
                          "--edit-margin", str(0.0 if args.natural_steps else FORCE_MARGIN),
                          "--loc-mode", args.loc_mode]
         plain_args = ["--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1"]
-        cfg_e, task_e = build(data, edits, editable_args, [])
-        cfg_p, task_p = build(data, edits, plain_args, [])
+        cfg_e, task_e = build(data, edits, editable_args, device)
+        cfg_p, task_p = build(data, edits, plain_args, device)
         sample = real_batch(cfg_p, task_p) if args.data else synthetic_batch(task_p)
         torch.manual_seed(1)
         model = task_e.build_model(cfg_e.model)
         plain = make_trainer(cfg_p, task_p, copy.deepcopy(model))
         trainers = {}
         for mode in modes:
-            cfg_m, task_m = build(data, edits, [*editable_args, "--edit-backprop", mode], [])
+            cfg_m, task_m = build(data, edits, [*editable_args, "--edit-backprop", mode], device)
             trainers[f"editable_{mode}"] = make_trainer(cfg_m, task_m, copy.deepcopy(model))
         editable = trainers["editable"] = make_trainer(cfg_e, task_e, model)
         steps_taken: dict[str, list[float]] = {name: [] for name in trainers}
@@ -187,8 +195,8 @@ def main(argv: Optional[list[str]] = None) -> dict:
 
         order = ["editable", *(f"editable_{mode}" for mode in modes)]
         updates = {name: functools.partial(editable_update, name) for name in order}
-        times = interleaved_medians({"plain": lambda: plain.train_step([sample]), **updates},
-                                    repeats=args.repeats, warmup=1)
+        times = interleaved_times({"plain": lambda: plain.train_step([sample]), **updates},
+                                  repeats=args.repeats, warmup=1, device=device)
         plain_s, editable_s = statistics.median(times["plain"]), statistics.median(times["editable"])
 
         # (b) latency of one inference edit forced to 10 steps, on a trained model
@@ -196,10 +204,12 @@ def main(argv: Optional[list[str]] = None) -> dict:
             state = load_checkpoint(args.checkpoint)
             trained = task_e.build_model(state["cfg"].model)
             trained.load_state_dict(state["model"], strict=True, model_cfg=state["cfg"].model)
+            trained.to(device)
             try:
                 editor = editor_from_checkpoint(state)[0]
             except ValueError:  # a baseline checkpoint: the paper's RMSProp
                 editor = make_editor("rmsprop", 1e-3, "auto", shape=HYPER_SHAPE)
+            editor.to(device)
             source = f"checkpoint {args.checkpoint}"
         else:
             trained, editor = model, editable.get_criterion().editor
@@ -209,14 +219,16 @@ def main(argv: Optional[list[str]] = None) -> dict:
         pool = [type(e)(e.source, e.target, e.alternatives[:args.alternatives]) for e in pool]
         latencies, results = [], []
         for i in range(1 + max(args.repeats, 3)):
+            sync(device)
             started = time.perf_counter()
             result = edit_translation(trained, pool[i % len(pool)], editor, max_steps=10, margin=FORCE_MARGIN)
+            sync(device)
             if i:  # the first edit warms up
                 latencies.append(time.perf_counter() - started)
             results.append(result.steps)
 
     report = {
-        "device": "cpu", "threads": args.threads, "batch_target_tokens": int(sample["ntokens"]),
+        "device": str(device), "threads": args.threads, "batch_target_tokens": int(sample["ntokens"]),
         "batch_sentences": int(sample["nsentences"]), "alternatives": args.alternatives,
         "max_steps": args.edit_max_steps, "loc_mode": args.loc_mode, "edit_steps_in_updates": steps_taken["editable"],
         "plain_update_s": round(plain_s, 3), "editable_update_s": round(editable_s, 3),

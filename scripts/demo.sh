@@ -9,7 +9,9 @@
 # CONT_UPDATES CONT_TOKENS (the continuations' --max-tokens) CONT_LR CONT_WARMUP CONT_SCHEDULE (inverse_sqrt, or
 # linear: decay to 0 over the continuation) CONT_DROPOUT C LOC_MODE EDIT_LRS TRAIN_EDITS EVAL_EDITS ALTERNATIVES
 # TEST_SIZE (sentences decoded after each edit, for the drawdown) BLEU_SIZE (sentences of the Test BLEU column;
-# 0: all) BEAM, and TEST_SUBSET=valid to tune on validation sentences instead of reporting test ones.
+# 0: all) BEAM, TEST_SUBSET=valid to tune on validation sentences instead of reporting test ones, SEED (of every
+# training and of the edits' choice; default 1) and DEVICE=cuda to train, edit and decode on the GPU (default cpu:
+# every stage is given --cpu).
 # Steps whose outputs exist in WORKDIR are skipped (delete a folder to redo it).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -27,6 +29,12 @@ case $cont_schedule in
 esac
 train_edits=${TRAIN_EDITS:-200} eval_edits=${EVAL_EDITS:-50} alternatives=${ALTERNATIVES:-8}
 test_size=${TEST_SIZE:-300} bleu_size=${BLEU_SIZE:-0} beam=${BEAM:-4} test_subset=${TEST_SUBSET:-test}
+device=${DEVICE:-cpu} seed=${SEED:-1}
+case $device in
+  cpu) cpu=(--cpu) ;;
+  cuda) cpu=() ;;
+  *) die "DEVICE must be cpu or cuda, got '$device'" ;;
+esac
 command -v fairseq-train >/dev/null || die "fairseq-train is not on PATH: run make install, then PATH=.venv/bin:\$PATH"
 
 # a 3+3-layer, 256-d transformer_iwslt_de_en (FFN 1024; LAYERS, FFN); the baseline on 2048-token batches, Adam
@@ -35,9 +43,9 @@ command -v fairseq-train >/dev/null || die "fairseq-train is not on PATH: run ma
 # optimizer only for the same criterion). LAYERS=2 FFN=512 BASE_UPDATES=900 CONT_TOKENS=2048 EDIT_LRS=1e-3 is
 # the 30-minute variant measured in docs/translation-demo.md: it keeps BLEU, but its cut shows only on 1,000
 # sentences (TEST_SIZE=0) with CONT_WARMUP=100, which take it to 41 minutes and its plain row under 7 BLEU
-SMALL=(--cpu --encoder-layers "$layers" --decoder-layers "$layers" --encoder-embed-dim 256 --decoder-embed-dim 256
+SMALL=("${cpu[@]}" --encoder-layers "$layers" --decoder-layers "$layers" --encoder-embed-dim 256 --decoder-embed-dim 256
   --encoder-ffn-embed-dim "$ffn" --decoder-ffn-embed-dim "$ffn" --encoder-attention-heads 4 --decoder-attention-heads 4
-  --share-all-embeddings --dropout 0.1 --max-tokens 2048 --num-workers 0 --seed 1
+  --share-all-embeddings --dropout 0.1 --max-tokens 2048 --num-workers 0 --seed "$seed"
   --log-format simple --log-interval 25 --disable-validation --no-save-optimizer-state)
 CONTINUE=(--max-tokens "$cont_tokens" --lr "$cont_lr" --warmup-updates "$cont_warmup" --dropout "$cont_dropout"
   "${schedule[@]}")
@@ -61,7 +69,7 @@ base=$work/baseline/checkpoint_last.pt
 [ -f "$work/plain/checkpoint_last.pt" ] || stage continue-plain bash "$scripts/train-baseline.sh" "$data" \
   "$work/plain" "$cont_updates" "${SMALL[@]}" "${CONTINUE[@]}" --finetune-from-model "$base"
 [ -f "$work/edits/eval.tsv" ] || stage make-edits bash "$scripts/make-edits.sh" "$data" "$base" "$work/edits" \
-  "$train_edits" "$eval_edits" --alternatives "$alternatives" --no-progress
+  "$train_edits" "$eval_edits" --alternatives "$alternatives" --seed "$seed" --no-progress "${cpu[@]}"
 rows=("$work/plain/checkpoint_last.pt") names=("Baseline training, α=1e-3")
 for lr in $edit_lrs; do
   [ -f "$work/editable-$lr/checkpoint_last.pt" ] || stage "continue-editable-$lr" bash "$scripts/train-editable.sh" \
@@ -72,12 +80,12 @@ for lr in $edit_lrs; do
 done
 stage evaluate bash "$scripts/evaluate.sh" "$data" "$work/edits/eval.tsv" "$eval_edits" "$test_size" "$work/eval" \
   "${rows[@]}" -- --beam "$beam" --bleu-size "$bleu_size" --batch-size 300 --no-progress --test-subset "$test_subset" \
-  --names "${names[@]}"
+  "${cpu[@]}" --names "${names[@]}"
 
 # a real mistranslation: the first short test sentence (<= 8 words) that the deployed model gets wrong
 shipped=$work/plain/checkpoint_last.pt
-stage find-mistranslation fairseq-generate "$data" --user-dir "$PLUGIN" --path "$shipped" --gen-subset test --cpu \
-  --beam 5 --batch-size 128 --remove-bpe
+stage find-mistranslation fairseq-generate "$data" --user-dir "$PLUGIN" --path "$shipped" --gen-subset test \
+  "${cpu[@]}" --beam 5 --batch-size 128 --remove-bpe
 start=$SECONDS
 candidates=$(awk -F'\t' '/^T-/ { t[substr($1, 3)] = $2 } /^H-/ { i = substr($1, 3); h[i] = $3 }
   END { for (i in t) if (i in h && t[i] != h[i] && split(t[i], w, " ") <= 8 && t[i] !~ /<unk>/) print i }' \
@@ -96,7 +104,7 @@ done
 printf '%-22s %4d s\n' patch $((SECONDS - start)) | tee -a "$timings" >&2
 # the shipped file is an ordinary checkpoint: stock fairseq-generate loads it (the plugin allow-lists its config)
 stage generate-patched fairseq-generate "$data" --user-dir "$PLUGIN" --path "$work/patched.pt" --gen-subset test \
-  --cpu --beam 5 --batch-size 128 --remove-bpe
+  "${cpu[@]}" --beam 5 --batch-size 128 --remove-bpe
 
 # how each row was trained, read from the checkpoints: a folder reused from an earlier run may hold other sizes
 mapfile -t trained < <(python -W ignore - "$base" "${rows[@]}" <<'PY'
@@ -122,7 +130,7 @@ read -r bleu_n test_n < <(python -c 'import json, sys; row = json.load(open(sys.
 print(row["bleu_sentences"], row["test_sentences"])' "$work/eval/results.json")
 
 echo
-echo "## Table 6 on the Ding corpus (CPU demo, beam $beam: Test BLEU on $bleu_n $test_subset sentences; drawdown ± its"
+echo "## Table 6 on the Ding corpus (${device^^} demo, beam $beam: Test BLEU on $bleu_n $test_subset sentences; drawdown ± its"
 echo "## standard error over $eval_edits edits, each scored on $test_n of those sentences; every row continued the"
 echo "## $base_n-update baseline for $cont_n updates at Adam $cont_lr_used (warm-up $warmup_used), $schedule_used schedule,"
 echo "## dropout $dropout_used)"
