@@ -17,6 +17,7 @@ def test_demo_prints_the_table_a_worked_edit_and_the_stage_timings(tmp_path):
            "TEST_SIZE": "40", "ALTERNATIVES": "4", "MERGES": "2000", "C": "100"}
     proc = run_script("demo.sh", tmp_path / "work", cwd=tmp_path, env=env, timeout=1200)
     out = proc.stdout
+    assert "## Table 6 on the Ding corpus (CPU demo, beam 4:" in out
     assert "| Training procedure | Test BLEU | BLEU Drawdown | Success rate | Num Steps |" in out
     for row in ("Baseline training, α=1e-3", "Editable, c_edit=c_loc=100, α=1e-3",
                 "Editable, c_edit=c_loc=100, α=3e-4"):

@@ -47,10 +47,14 @@ def test_each_step_names_the_script_that_makes_its_missing_input(tmp_path, corpu
     assert not (tmp_path / "s").exists() and not (tmp_path / "e").exists() and not (tmp_path / "o").exists()
 
 
-def test_demo_names_a_bad_schedule_before_it_writes_anything(tmp_path):
-    proc = run_script("demo.sh", tmp_path / "work", cwd=tmp_path, check=False, env={"CONT_SCHEDULE": "cosine"})
+@pytest.mark.parametrize("env, message", [
+    ({"CONT_SCHEDULE": "cosine"}, "CONT_SCHEDULE must be inverse_sqrt or linear, got 'cosine'"),
+    ({"DEVICE": "gpu"}, "DEVICE must be cpu or cuda, got 'gpu'"),
+])
+def test_demo_names_a_bad_setting_before_it_writes_anything(tmp_path, env, message):
+    proc = run_script("demo.sh", tmp_path / "work", cwd=tmp_path, check=False, env=env)
     assert proc.returncode == 1
-    assert "CONT_SCHEDULE must be inverse_sqrt or linear, got 'cosine'" in proc.stderr
+    assert message in proc.stderr
     assert not (tmp_path / "work").exists()
 
 
