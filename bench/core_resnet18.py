@@ -131,6 +131,11 @@ def main() -> None:
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # child mode: 'plain' or a variant
     args = parser.parse_args()
     variants = backprop_modes(parser, args.modes)
+    if args.batch < 1:
+        parser.error(f"--batch: {args.batch}: a batch needs at least 1 image")
+    for variant in variants:
+        if (variant_mode(variant)[1] or 0) > args.batch:
+            parser.error(f"--modes: {variant!r}: L_loc on more images than the batch of {args.batch}")
     if args.profile:
         backprop_modes(parser, args.profile, "--profile")
     torch.set_num_threads(args.threads)
