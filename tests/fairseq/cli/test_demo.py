@@ -18,7 +18,7 @@ def test_demo_prints_the_table_a_worked_edit_and_the_stage_timings(tmp_path):
     proc = run_script("demo.sh", tmp_path / "work", cwd=tmp_path, env=env, timeout=1200)
     out = proc.stdout
     assert "## Table 6 on the Ding corpus (CPU demo, beam 4:" in out
-    assert "| Training procedure | Test BLEU | BLEU Drawdown | Success rate | Num Steps |" in out
+    assert "| Training procedure | Test BLEU | BLEU Drawdown | BLEU drop | Success rate | Num Steps |" in out
     for row in ("Baseline training, α=1e-3", "Editable, c_edit=c_loc=100, α=1e-3",
                 "Editable, c_edit=c_loc=100, α=3e-4"):
         assert f"| {row} |" in out

@@ -94,7 +94,7 @@ def test_editable_training_continued_from_the_baseline_with_the_table_6_settings
 
 def test_evaluate_script_prints_and_writes_the_table_6_comparison(pipeline):
     table = (pipeline.evaluation / "table.md").read_text(encoding="utf-8").splitlines()
-    assert table[0] == "| Training procedure | Test BLEU | BLEU Drawdown | Success rate | Num Steps |"
+    assert table[0] == "| Training procedure | Test BLEU | BLEU Drawdown | BLEU drop | Success rate | Num Steps |"
     assert table[2].startswith("| Baseline training, α=0.001 |")
     assert table[3].startswith("| Editable, c_loc=100, α=0.001 |")
     assert "\n".join(table) in pipeline.stdout
@@ -105,9 +105,14 @@ def test_evaluate_script_prints_and_writes_the_table_6_comparison(pipeline):
         assert 0 <= row["test_bleu"] <= 100 + 1e-9 and row["bleu_drawdown"] >= 0 and 0 <= row["num_steps"] <= 10
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[1:] == [f"{row['test_bleu']:.2f}", f"{row['bleu_drawdown']:.2f} ± {row['bleu_drawdown_se']:.2f}",
+                             f"{row['bleu_drop']:.2f} ± {row['bleu_drop_se']:.2f}",
                              f"{100 * row['success_rate']:.0f}%", f"{row['num_steps']:.2f}"]
         assert row["bleu_drawdown"] == pytest.approx(
             sum(abs(e["bleu"] - row["unedited_bleu"]) for e in row["edits"]) / 3)
         changes = torch.tensor([abs(e["bleu"] - row["unedited_bleu"]) for e in row["edits"]], dtype=torch.float64)
         assert row["bleu_drawdown_se"] == pytest.approx((changes.std() / 3 ** 0.5).item(), abs=1e-9)
+        edited = torch.tensor([e["bleu"] for e in row["edits"]], dtype=torch.float64)  # the authors' measure
+        assert row["bleu_drop"] == pytest.approx(row["unedited_bleu"] - edited.mean().item(), abs=1e-9)
+        assert row["bleu_drop_se"] == pytest.approx((edited.std() / 3 ** 0.5).item(), abs=1e-9)
+        assert abs(row["bleu_drop"]) <= row["bleu_drawdown"] + 1e-9  # |mean change| <= mean |change|
     assert rows[0]["test_bleu"] > 50, "the tiny baseline learns the synthetic corpus"
