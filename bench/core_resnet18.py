@@ -161,7 +161,8 @@ def main() -> None:
     if device.type == "cuda":  # CUDA's peak counter resets, so this process can measure every kind
         memory = {kind: peak_step_memory(step_of(variant), device) for kind, variant in kinds.items()}
     else:  # a CPU process's peak only grows: measure each kind in a fresh one
-        child = ["--device", args.device, "--threads", str(args.threads), "--batch", str(args.batch), "--memory-of"]
+        child = ["--device", args.device, "--threads", str(args.threads), "--batch", str(args.batch),
+                 "--modes", args.modes, "--memory-of"]
         memory = {kind: in_subprocess(__file__, *child, variant)["peak_bytes"] for kind, variant in kinds.items()}
 
     report = {
