@@ -55,9 +55,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_medians(steps: dict[str, Callable[[], object]], repeats: int, device: torch.device,
-                        warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each callable, run in turn ``repeats`` times (after ``warmup`` rounds), so that
+def interleaved_times(steps: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                      warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each callable, run in turn ``repeats`` times (after ``warmup`` untimed rounds), so that
     a machine whose speed drifts affects all of them alike and their ratios stay meaningful."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_ in range(warmup + repeats):
@@ -68,7 +68,14 @@ def interleaved_medians(steps: dict[str, Callable[[], object]], repeats: int, de
             sync(device)
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def interleaved_medians(steps: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                        warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each callable over :func:`interleaved_times`."""
+    return {name: statistics.median(values)
+            for name, values in interleaved_times(steps, repeats, device, warmup).items()}
 
 
 def peak_step_memory(step: Callable[[], object], device: torch.device) -> int:

@@ -37,11 +37,11 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
-from _measure import backprop_modes, sync
+from _measure import backprop_modes, interleaved_times, sync
 
 ROOT = Path(__file__).resolve().parent.parent
 IWSLT14_DICT_SIZES = {"de": 8848, "en": 6632}
@@ -121,21 +121,6 @@ def make_trainer(cfg, task, model):
     return Trainer(cfg, task, model, task.build_criterion(cfg.criterion))
 
 
-def interleaved_times(steps: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                      device: torch.device) -> dict[str, list]:
-    """Seconds of each callable, run in turn (``warmup`` untimed rounds, then ``repeats`` timed ones)."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for round_ in range(warmup + repeats):
-        for name, step in steps.items():
-            sync(device)
-            started = time.perf_counter()
-            step()
-            sync(device)
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - started)
-    return times
-
-
 def main(argv: Optional[list[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (after one warm-up round)")
@@ -196,7 +181,7 @@ def main(argv: Optional[list[str]] = None) -> dict:
         order = ["editable", *(f"editable_{mode}" for mode in modes)]
         updates = {name: functools.partial(editable_update, name) for name in order}
         times = interleaved_times({"plain": lambda: plain.train_step([sample]), **updates},
-                                  repeats=args.repeats, warmup=1, device=device)
+                                  repeats=args.repeats, device=device, warmup=1)
         plain_s, editable_s = statistics.median(times["plain"]), statistics.median(times["editable"])
 
         # (b) latency of one inference edit forced to 10 steps, on a trained model
