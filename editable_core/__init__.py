@@ -11,7 +11,8 @@ from .editors import (EDITORS, Adam, Editor, GradientDescent, Learnable, Momentu
                       ScaledGradientDescent, make_editor, parse_learnable)
 from .hyper import Interval, Positive
 from .metrics import (ControlSet, EditMetrics, classification_error, drawdown, drawdown_standard_error,
-                      edit_errors, evaluate_edits, mean_steps, sequential_edit_curve, success_rate, summarize)
+                      edit_errors, evaluate_edits, mean_steps, sequential_edit_curve, standard_error, success_rate,
+                      summarize)
 from .objective import Objective, check_loc_batch, editable_objective, editable_training_loss, locality_kl
 from .parameters import AppliedEdit, apply_edit, call, select_parameters
 
@@ -25,5 +26,5 @@ __all__ = [
     "editable_training_loss", "eval_mode", "evaluate_edits", "locality_kl", "make_editor", "mean_steps",
     "parse_backprop", "parse_learnable", "save_atomically", "select_parameters", "sequence_constraint",
     "sequence_log_prob",
-    "sequential_edit_curve", "success_rate", "summarize",
+    "sequential_edit_curve", "standard_error", "success_rate", "summarize",
 ]

@@ -30,17 +30,21 @@ def drawdown(base_error: float, edited_errors: Sequence[float]) -> float:
     return sum(abs(e - base_error) for e in edited_errors) / len(edited_errors)
 
 
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of the mean of ``values``: sample standard deviation / sqrt(N); 0 for a single value."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return (sum((v - mean) ** 2 for v in values) / (n - 1) / n) ** 0.5
+
+
 def drawdown_standard_error(base_error: float, edited_errors: Sequence[float]) -> float:
     """Standard error of :func:`drawdown` over the N edits: ``std(|error after - before|) / sqrt(N)``
     (sample standard deviation; 0 for a single edit)."""
     if not edited_errors:
         raise ValueError("drawdown_standard_error needs at least one edit")
-    changes = [abs(e - base_error) for e in edited_errors]
-    n = len(changes)
-    if n == 1:
-        return 0.0
-    mean = sum(changes) / n
-    return (sum((c - mean) ** 2 for c in changes) / (n - 1) / n) ** 0.5
+    return standard_error([abs(e - base_error) for e in edited_errors])
 
 
 def success_rate(results: Sequence[EditResult]) -> float:

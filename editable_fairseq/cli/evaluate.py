@@ -25,12 +25,11 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
-from editable_core import EditResult, atomic_open, summarize
+from editable_core import EditResult, atomic_open, standard_error, summarize
 
 from ..edit_samples import read_edit_samples
 from ..editing import apply_translation_edit, edit_translation
@@ -124,9 +123,8 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str]
         results.append(EditResult({}, result.success, result.l_e.detach(), result.steps))
         bleus.append(edited)
     metrics = summarize(base, bleus, results)
-    drop_se = statistics.stdev(bleus) / len(bleus) ** 0.5 if len(bleus) > 1 else 0.0
     return Row(label, path, test_bleu, base, metrics.drawdown, metrics.drawdown_se,
-               base - metrics.mean_edited_error, drop_se, metrics.success_rate,
+               base - metrics.mean_edited_error, standard_error(bleus), metrics.success_rate,
                metrics.mean_steps, len(results), test_sentences, bleu_sentences, settings.lr, settings.max_steps,
                settings.part, time.perf_counter() - start, outcomes)
 
