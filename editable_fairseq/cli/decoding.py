@@ -98,9 +98,9 @@ def references(data: str, subset: str, lang: str, dataset, tgt_dict, indices: Se
     return [codec.decode(tgt_dict.string(dataset.tgt[i])) for i in indices]
 
 
-def corpus_bleu(hypotheses: Sequence[str], refs: Sequence[str]) -> float:
+def corpus_bleu(hypotheses: Sequence[str], refs: Sequence[str]):
     """sacrebleu's corpus BLEU (13a tokenisation, case-insensitive: the models translate into lowercase) of
-    detokenised hypotheses against raw references."""
+    detokenised hypotheses against raw references: its ``BLEUScore`` (``.score``, ``.sys_len``, ``.ref_len``)."""
     import sacrebleu
 
-    return sacrebleu.corpus_bleu(list(hypotheses), [list(refs)], lowercase=True).score
+    return sacrebleu.corpus_bleu(list(hypotheses), [list(refs)], lowercase=True)

@@ -11,6 +11,12 @@ set is applied on its own (edit, write into the model, decode the test sentences
   away (its error falls as 1/sqrt(N)), while the drawdown keeps about 0.8 of it however many edits are made;
 * success rate: fraction of edits with ``l_e <= 0`` within ``k`` steps; num steps: mean editor steps.
 
+Beside the table, ``--json`` records for each edit its BLEU, how many of the scored translations it changed
+(``changed``) and the edited output's length over the references' (``length_ratio``, sacrebleu's
+``sys_len / ref_len``), and for each row the mean fraction of translations an edit changes
+(``changed_fraction``): a locality figure free of BLEU's noise, and the way to see whether the edits' common
+shift in BLEU comes from the length of the output (the brevity penalty).
+
 The drawdown decodes the ``--test-size`` sentences once per edit; the Test BLEU column decodes the
 ``--bleu-size`` ones once per row, so it can cover the whole test set (``--bleu-size 0``) at the cost of one
 decoding: between two models, BLEU on a few hundred sentences is noisier than the drawdown, a paired difference.
@@ -44,12 +50,16 @@ COLUMNS = ("Training procedure", "Test BLEU", "BLEU Drawdown", "BLEU drop", "Suc
 
 @dataclass
 class EditOutcome:
-    """One edit of the evaluation: ``bleu`` of the test sentences after it, ``success``, ``steps``."""
+    """One edit of the evaluation: ``bleu`` of the test sentences after it, ``success``, ``steps``;
+    ``changed``: how many of their translations differ from the unedited model's; ``length_ratio``: the
+    edited output's length over the references' (sacrebleu's ``sys_len / ref_len``)."""
 
     edit: int
     bleu: float
     success: bool
     steps: int
+    changed: int
+    length_ratio: float
 
 
 @dataclass
@@ -60,12 +70,14 @@ class Row:
     checkpoint: str
     test_bleu: float         # the Test BLEU column, on ``bleu_sentences`` sentences
     unedited_bleu: float     # BLEU of the unedited model on the ``test_sentences`` the edits are scored on
+    unedited_length_ratio: float  # its output's length over the references' on those sentences
     bleu_drawdown: float
     bleu_drawdown_se: float
     bleu_drop: float         # unedited_bleu - mean over the edits of their BLEU (the authors' Table 6 measure)
     bleu_drop_se: float
     success_rate: float
     num_steps: float
+    changed_fraction: float  # mean over the edits of the fraction of the test_sentences' translations changed
     num_edits: int
     test_sentences: int
     bleu_sentences: int
@@ -94,23 +106,23 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str]
     generator = make_generator(model, task.tgt_dict, beam=args.beam, max_len_a=args.max_len_a,
                                max_len_b=args.max_len_b, lenpen=args.lenpen)
 
-    def scorer(indices: list[int]) -> Callable[[], float]:
-        """BLEU of the model as it is now on the sentences ``indices`` of the subset."""
+    def scorer(indices: list[int]) -> Callable[[], Scored]:
+        """The model as it is now on the sentences ``indices`` of the subset: translations and their BLEU."""
         refs = references(loaded.data, args.test_subset, task.cfg.target_lang, dataset, task.tgt_dict, indices,
                           codec)
         batches = SentenceBatches(dataset, indices, args.batch_size)
-        return lambda: corpus_bleu([codec.decode(h) for h in batches.translate(generator, task.tgt_dict)], refs)
+        return lambda: Scored.of([codec.decode(h) for h in batches.translate(generator, task.tgt_dict)], refs)
 
     test_indices = subset_indices(len(dataset), args.test_size, args.seed)
-    bleu, test_sentences = scorer(test_indices), len(test_indices)
+    score, test_sentences = scorer(test_indices), len(test_indices)
     samples = read_edit_samples(args.edits, task.src_dict, task.tgt_dict, task.cfg.max_source_positions,
                                 task.cfg.max_target_positions, allow_unk=args.allow_unk)
     if len(samples) < args.num_edits:
         raise ValueError(f"--num-edits {args.num_edits}: {args.edits} holds only {len(samples)} edits")
-    base = bleu()
+    base = score()
     column_indices = test_indices if args.bleu_size is None else subset_indices(len(dataset), args.bleu_size,
                                                                                 args.seed)
-    test_bleu = base if column_indices == test_indices else scorer(column_indices)()
+    test_bleu = base.bleu if column_indices == test_indices else scorer(column_indices)().bleu
     bleu_sentences = len(column_indices)
     outcomes, results, bleus = [], [], []
     label = name or settings.label()
@@ -118,15 +130,35 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str]
         result = edit_translation(model, sample, settings.editor, part=settings.part,
                                   max_steps=settings.max_steps)
         with apply_translation_edit(model, result.params, settings.part):
-            edited = bleu() if result.steps else base
-        outcomes.append(EditOutcome(i, edited, result.success, result.steps))
+            edited = score() if result.steps else base
+        outcomes.append(EditOutcome(i, edited.bleu, result.success, result.steps, edited.changed_from(base),
+                                    edited.length_ratio))
         results.append(EditResult({}, result.success, result.l_e.detach(), result.steps))
-        bleus.append(edited)
-    metrics = summarize(base, bleus, results)
-    return Row(label, path, test_bleu, base, metrics.drawdown, metrics.drawdown_se,
-               base - metrics.mean_edited_error, standard_error(bleus), metrics.success_rate,
-               metrics.mean_steps, len(results), test_sentences, bleu_sentences, settings.lr, settings.max_steps,
-               settings.part, time.perf_counter() - start, outcomes)
+        bleus.append(edited.bleu)
+    metrics = summarize(base.bleu, bleus, results)
+    changed = sum(o.changed for o in outcomes) / (len(outcomes) * test_sentences)
+    return Row(label, path, test_bleu, base.bleu, base.length_ratio, metrics.drawdown, metrics.drawdown_se,
+               base.bleu - metrics.mean_edited_error, standard_error(bleus), metrics.success_rate,
+               metrics.mean_steps, changed, len(results), test_sentences, bleu_sentences, settings.lr,
+               settings.max_steps, settings.part, time.perf_counter() - start, outcomes)
+
+
+@dataclass
+class Scored:
+    """The scored sentences' translations (detokenised) and their corpus BLEU and length ratio."""
+
+    translations: list[str]
+    bleu: float
+    length_ratio: float
+
+    @classmethod
+    def of(cls, translations: list[str], refs: list[str]) -> "Scored":
+        score = corpus_bleu(translations, refs)
+        return cls(translations, score.score, score.sys_len / max(score.ref_len, 1))
+
+    def changed_from(self, other: "Scored") -> int:
+        """How many of the sentences are translated differently here and in ``other``."""
+        return sum(a != b for a, b in zip(self.translations, other.translations))
 
 
 def markdown_table(rows: list[Row]) -> str:

@@ -21,7 +21,7 @@ from editable_fairseq.prepare.text import remove_bpe
 from tests.fairseq.conftest import cli, run_cli
 
 
-def _bleu(model, task, indices, references) -> float:
+def _translate(model, task, indices) -> list[str]:
     """One batch of all ``indices`` through ``task.inference_step`` (beam 2), de-BPE'd, detokenised."""
     from argparse import Namespace
 
@@ -32,7 +32,12 @@ def _bleu(model, task, indices, references) -> float:
     detok = MosesDetokenizer(lang="en")
     by_id = {int(i): detok.detokenize(remove_bpe(task.tgt_dict.string(h[0]["tokens"].int())).split(), unescape=True)
              for i, h in zip(sample["id"], hypos)}
-    return sacrebleu.corpus_bleu([by_id[i] for i in indices], [references], lowercase=True).score
+    return [by_id[i] for i in indices]
+
+
+def _bleu(model, task, indices, references):
+    """sacrebleu's BLEUScore of :func:`_translate`'s output."""
+    return sacrebleu.corpus_bleu(_translate(model, task, indices), [references], lowercase=True)
 
 
 @pytest.mark.parametrize("row", [0, 1], ids=["baseline", "editable"])
@@ -49,9 +54,12 @@ def test_evaluator_numbers_agree_with_a_direct_recomputation(pipeline, row):
     normalised = [" ".join(line.replace("\u2019", "'").split()) for line in raw]  # as the training text
     references = [normalised[i] for i in indices]
     with torch.no_grad():
-        assert _bleu(model, task, indices, references) == pytest.approx(result["unedited_bleu"], abs=1e-6)
+        unedited = _translate(model, task, indices)
+        score = _bleu(model, task, indices, references)
+        assert score.score == pytest.approx(result["unedited_bleu"], abs=1e-6)
+        assert score.sys_len / score.ref_len == pytest.approx(result["unedited_length_ratio"])
         # --bleu-size 0: the Test BLEU column is scored on every test sentence
-        assert _bleu(model, task, everything, normalised) == pytest.approx(result["test_bleu"], abs=1e-6)
+        assert _bleu(model, task, everything, normalised).score == pytest.approx(result["test_bleu"], abs=1e-6)
 
     if row == 0:  # a normally trained model: RMSProp, alpha 1e-3, nothing learned
         editor = make_editor("rmsprop", 1e-3, False, shape=HYPER_SHAPE)
@@ -63,10 +71,16 @@ def test_evaluator_numbers_agree_with_a_direct_recomputation(pipeline, row):
         expected = result["edits"][i]
         assert (edit.success, edit.steps) == (expected["success"], expected["steps"])
         with apply_translation_edit(model, edit.params), torch.no_grad():
-            assert _bleu(model, task, indices, references) == pytest.approx(expected["bleu"], abs=1e-6)
+            score = _bleu(model, task, indices, references)
+            assert score.score == pytest.approx(expected["bleu"], abs=1e-6)
+            assert score.sys_len / score.ref_len == pytest.approx(expected["length_ratio"])
+            changed = sum(a != b for a, b in zip(_translate(model, task, indices), unedited))
+            assert changed == expected["changed"]
     successes = [e["success"] for e in result["edits"]]
     assert result["success_rate"] == pytest.approx(sum(successes) / len(successes))
     assert result["num_steps"] == pytest.approx(sum(e["steps"] for e in result["edits"]) / len(successes))
+    assert result["changed_fraction"] == pytest.approx(
+        sum(e["changed"] for e in result["edits"]) / (len(successes) * result["test_sentences"]))
 
 
 def test_evaluator_rejects_a_bad_edit_file_naming_file_and_line(pipeline, tmp_path):
