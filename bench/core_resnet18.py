@@ -14,11 +14,14 @@ images only (``editable_training_loss(loc_batch=N)``); all timed interleaved in 
 The last output line is one JSON object with the keys editable_step_over_plain_step,
 edit10_over_10_suffix_passes and peak_memory_ratio (exact mode), and for each cheaper variant
 editable_step_over_plain_step_<variant> and peak_memory_ratio_<variant>, where the variant is the mode
-(``truncated:2`` -> ``truncated_2``) and/or ``loc<N>`` (e.g. ``loc32``, ``first_order_loc32``).
+(``truncated:2`` -> ``truncated_2``) and/or ``loc<N>`` (e.g. ``loc32``, ``first_order_loc32``). With
+``--layouts``, editable_step_s_<layout>, editable_step_over_plain_step_<layout> and edit10_ms_<layout> for the
+editor on one flat vector (``flat``) and on each tensor apart (``per_tensor``), each forced (exact mode).
 
     python bench/core_resnet18.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--batch 128]
                                   [--modes first_order,full@32]
     python bench/core_resnet18.py --profile full   # torch.profiler table of one editable step, then exit
+    python bench/core_resnet18.py --layouts        # also the editor on one flat vector and per tensor, each forced
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ import functools
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,13 +41,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import (backprop_modes, in_subprocess, interleaved_medians, peak_step_memory, step_report,  # noqa: E402
                       sync, variant_key, variant_mode)
 
+import editable_core.flat  # noqa: E402
 from editable_core import Editable, RMSProp, classification_constraint, editable_training_loss  # noqa: E402
 from editable_vision.models import cifar_resnet18  # noqa: E402
+
+
+#: ``--layouts``: the editor's two layouts, forced (``editor_layout``)
+LAYOUTS = {"flat": True, "per_tensor": False}
 
 
 def never_satisfied(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """``|l_e| + 1``: costs what ``l_e`` costs but never reaches 0, so every edit takes all k steps."""
     return classification_constraint(logits, targets).abs() + 1.0
+
+
+@contextmanager
+def editor_layout(editable: Editable, flat: bool | None = None):
+    """The editor on one flat vector (``flat=True``, even on a CPU), on each tensor apart (False), or as
+    ``editable_core.flat`` decides (None: flat on accelerators only)."""
+    if flat is None:
+        yield
+        return
+    on_cpu = editable_core.flat.ON_CPU
+    editable_core.flat.ON_CPU = flat
+    editable.editor.elementwise = flat
+    try:
+        yield
+    finally:
+        editable_core.flat.ON_CPU = on_cpu
+        del editable.editor.elementwise  # the class's own flag again
 
 
 def setup(device: torch.device, batch: int = 128):
@@ -60,11 +87,13 @@ def setup(device: torch.device, batch: int = 128):
         F.cross_entropy(editable(x), y).backward()
         optimizer.step()
 
-    def editable_step(steps: int = 10, backprop: str = "full", loc_batch: int | None = None):
+    def editable_step(steps: int = 10, backprop: str = "full", loc_batch: int | None = None,
+                      flat: bool | None = None):
         optimizer.zero_grad()
         editable.max_steps = steps
-        objective, result = editable_training_loss(editable, x, y, x_edit, y_edit, c_edit=0.01, c_loc=0.01,
-                                                   backprop=backprop, loc_batch=loc_batch)
+        with editor_layout(editable, flat):
+            objective, result = editable_training_loss(editable, x, y, x_edit, y_edit, c_edit=0.01, c_loc=0.01,
+                                                       backprop=backprop, loc_batch=loc_batch)
         editable.max_steps = 10
         assert result.steps == steps, (result.steps, result.l_e)
         objective.total.backward()
@@ -73,13 +102,15 @@ def setup(device: torch.device, batch: int = 128):
     return editable, x_edit, y_edit, plain_step, editable_step
 
 
-def edit_latency(editable: Editable, x_edit, y_edit, repeats: int, device: torch.device) -> dict[str, float]:
+def edit_latency(editable: Editable, x_edit, y_edit, repeats: int, device: torch.device,
+                 compare_layouts: bool = False) -> dict[str, float]:
     editable.eval()
     features = editable.features(x_edit).detach()
     suffix_params = [p for p in editable.suffix.parameters()]
 
-    def edit10():
-        result = editable.edit(x_edit, y_edit)
+    def edit10(flat: bool | None = None):
+        with editor_layout(editable, flat):
+            result = editable.edit(x_edit, y_edit)
         assert result.steps == 10
 
     def suffix_passes10():
@@ -87,20 +118,23 @@ def edit_latency(editable: Editable, x_edit, y_edit, repeats: int, device: torch
             loss = F.cross_entropy(editable.head(features), y_edit)
             torch.autograd.grad(loss, suffix_params)
 
-    return interleaved_medians({"edit10": edit10, "suffix10": suffix_passes10}, repeats, device, warmup=2)
+    layouts = {f"edit10_{name}": functools.partial(edit10, flat) for name, flat in LAYOUTS.items()}
+    return interleaved_medians({"edit10": edit10, "suffix10": suffix_passes10, **(layouts if compare_layouts else {})},
+                               repeats, device, warmup=2)
 
 
-def profile(editable_step, plain_step, device: torch.device) -> None:
-    """One plain and one editable step under ``torch.profiler`` (after a warm-up of each): the ops by self time
-    (on CUDA by self GPU time, then the step's wall time beside its GPU kernels' total and its kernel count)."""
+def profile(steps: dict[str, Callable[[], None]], device: torch.device) -> None:
+    """Each of ``steps`` (e.g. a plain and an editable step) once under ``torch.profiler``, after a warm-up of
+    each: the ops by self time (on CUDA by self GPU time, then the step's wall time beside its GPU kernels'
+    total and its kernel count)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
-    plain_step()
-    editable_step()
-    for name, step in (("plain", plain_step), ("editable", editable_step)):
+    for step in steps.values():
+        step()
+    for name, step in steps.items():
         sync(device)
         started = time.perf_counter()
         with torch_profile(activities=activities) as prof:
@@ -128,6 +162,9 @@ def main() -> None:
                              "optionally @N for L_loc on the first N images of the batch")
     parser.add_argument("--profile", metavar="MODE", help="print the torch.profiler table of one editable step "
                         "(k=10 forced) with this variant, and exit")
+    parser.add_argument("--layouts", action="store_true",
+                        help="also time (or profile) the exact step and the edit with the editor on one flat "
+                             "vector and on each tensor apart, each forced (default: flat on accelerators only)")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # child mode: 'plain' or a variant
     args = parser.parse_args()
     variants = backprop_modes(parser, args.modes)
@@ -147,16 +184,23 @@ def main() -> None:
         return plain_step if variant == "plain" else functools.partial(editable_step, 10, *variant_mode(variant))
 
     if args.profile:
-        profile(step_of(args.profile), plain_step, device)
+        steps = {"plain": plain_step, "editable": step_of(args.profile)}
+        if args.layouts:
+            steps.update({f"editable {name.replace('_', ' ')}": functools.partial(
+                editable_step, 10, *variant_mode(args.profile), flat) for name, flat in LAYOUTS.items()})
+        profile(steps, device)
         return
     if args.memory_of:
         print(json.dumps({"peak_bytes": peak_step_memory(step_of(args.memory_of), device)}))
         return
 
     cheaper = {f"editable_{variant}": step_of(variant) for variant in variants}
+    if args.layouts:
+        cheaper.update({f"editable_{name}": functools.partial(editable_step, 10, "full", None, flat)
+                        for name, flat in LAYOUTS.items()})
     steps = interleaved_medians({"plain": plain_step, "editable": editable_step,
                                  "editable_4": functools.partial(editable_step, 4), **cheaper}, args.repeats, device)
-    latency = edit_latency(editable, x_edit, y_edit, args.repeats, device)
+    latency = edit_latency(editable, x_edit, y_edit, args.repeats, device, args.layouts)
     kinds = {"plain": "plain", "editable": "full", **{f"editable_{variant}": variant for variant in variants}}
     if device.type == "cuda":  # CUDA's peak counter resets, so this process can measure every kind
         memory = {kind: peak_step_memory(step_of(variant), device) for kind, variant in kinds.items()}
@@ -174,6 +218,10 @@ def main() -> None:
         report[f"editable_step_over_plain_step_{key}"] = steps[f"editable_{variant}"] / steps["plain"]
         report[f"peak_memory_ratio_{key}"] = memory[f"editable_{variant}"] / memory["plain"]
         report[f"editable_step_s_{key}"] = steps[f"editable_{variant}"]
+    for name in LAYOUTS if args.layouts else ():
+        report[f"editable_step_over_plain_step_{name}"] = steps[f"editable_{name}"] / steps["plain"]
+        report[f"editable_step_s_{name}"] = steps[f"editable_{name}"]
+        report[f"edit10_ms_{name}"] = 1000 * latency[f"edit10_{name}"]
     print(f"ResNet-18 (CIFAR), batch {args.batch}, chain3 editable, RMSProp k=10 forced, {device}, "
           f"{args.threads} threads")
     print(f"  plain step {report['plain_step_s']:.3f} s, editable step {report['editable_step_s']:.3f} s: "
@@ -190,6 +238,10 @@ def main() -> None:
         print(f"  backprop={mode}{rows}: step {report[f'editable_step_s_{key}']:.3f} s, ratio "
               f"{report[f'editable_step_over_plain_step_{key}']:.2f} (target <= 1.5), memory ratio "
               f"{report[f'peak_memory_ratio_{key}']:.2f}")
+    for name in LAYOUTS if args.layouts else ():
+        print(f"  editor {name.replace('_', ' ')}: step {report[f'editable_step_s_{name}']:.3f} s, ratio "
+              f"{report[f'editable_step_over_plain_step_{name}']:.2f}; edit (10 steps) "
+              f"{report[f'edit10_ms_{name}']:.0f} ms")
     print(json.dumps(report))
 
 

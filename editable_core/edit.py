@@ -12,6 +12,7 @@ meta-learning's truncated back-propagation and first-order MAML do, for a cheape
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Callable
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .editors import Editor
+from .flat import FlatLayout
 from .parameters import Params
 
 logger = logging.getLogger(__name__)
@@ -94,8 +96,26 @@ def edit(constraint_fn: ConstraintFn, params: Params, editor: Editor, *, max_ste
     exact = parse_backprop(backprop)
     if not params:
         raise ValueError("nothing to edit: the parameter dict is empty")
-    if not create_graph:
-        return _edit_without_graph(constraint_fn, params, editor, max_steps)
+    run = functools.partial(_edit_with_graph, exact=exact) if create_graph else _edit_without_graph
+    layout = FlatLayout.of(params) if editor.elementwise else None
+    with torch.set_grad_enabled(create_graph):  # the vector and its views stay in Editable Training's graph
+        if layout is None:
+            current, done, l_e, step = run(constraint_fn, params, editor, max_steps)
+        else:  # edit one flat vector; the model sees views of it
+            current, done, l_e, step = run(lambda flat: constraint_fn(layout.unflatten(flat)),
+                                           layout.flatten(params), editor, max_steps)
+            if current is not None:
+                current = layout.unflatten(current)
+    if current is None:
+        logger.warning("edit stopped at step %d: l_e is not finite (%s); the edit failed and the "
+                       "parameters are left as they were", step, l_e.detach().tolist())
+        return EditResult(dict(params), False, l_e, step)
+    return EditResult(current, done, l_e, step)
+
+
+def _edit_with_graph(constraint_fn: ConstraintFn, params: Params, editor: Editor, max_steps: int, *,
+                     exact: int | None) -> tuple[Params | None, bool, Tensor, int]:
+    """The edit of Editable Training: every step in the graph, its second-order terms as ``exact`` says."""
     start = {k: p if p.requires_grad else p.detach().requires_grad_() for k, p in params.items()}
     seen = []  # truncated: each step's gradient, to replay the first steps as first order
 
@@ -109,9 +129,7 @@ def edit(constraint_fn: ConstraintFn, params: Params, editor: Editor, *, max_ste
 
     with torch.enable_grad():  # an edit differentiates, whatever the caller's grad mode
         current, done, l_e, step = _loop(constraint_fn, start, editor, max_steps, take_step)
-        if current is None:
-            return _non_finite(params, l_e, step)
-        if exact is not None and 0 < exact < step:
+        if current is not None and exact is not None and 0 < exact < step:
             # truncated, and the edit took more than m steps: the first step - m steps become first
             # order (replayed from their recorded gradients, no model pass), the last m exact
             current, state = start, editor.init(start)
@@ -121,7 +139,7 @@ def edit(constraint_fn: ConstraintFn, params: Params, editor: Editor, *, max_ste
                 l_e = constraint_fn(current).reshape(-1)
                 current, state = editor.update(_constraint_grads(l_e, current, create_graph=True), state, current)
             l_e = constraint_fn(current).reshape(-1)
-    return EditResult(current, done, l_e, step)
+    return current, done, l_e, step
 
 
 def _loop(constraint_fn: ConstraintFn, current: Params, editor: Editor, max_steps: int,
@@ -149,13 +167,8 @@ def _constraint_grads(l_e: Tensor, current: Params, create_graph: bool = False) 
     return dict(zip(current, grads))
 
 
-def _non_finite(params: Params, l_e: Tensor, step: int) -> EditResult:
-    logger.warning("edit stopped at step %d: l_e is not finite (%s); the edit failed and the "
-                   "parameters are left as they were", step, l_e.detach().tolist())
-    return EditResult(dict(params), False, l_e, step)
-
-
-def _edit_without_graph(constraint_fn: ConstraintFn, params: Params, editor: Editor, max_steps: int) -> EditResult:
+def _edit_without_graph(constraint_fn: ConstraintFn, params: Params, editor: Editor,
+                        max_steps: int) -> tuple[Params | None, bool, Tensor, int]:
     """The inference edit: one forward and one first-order backward per step, results detached."""
 
     def take_step(l_e: Tensor, current: Params, state, step: int):
@@ -167,6 +180,6 @@ def _edit_without_graph(constraint_fn: ConstraintFn, params: Params, editor: Edi
     with torch.enable_grad():
         current, done, l_e, step = _loop(constraint_fn, {k: p.detach().requires_grad_() for k, p in params.items()},
                                          editor, max_steps, take_step)
-    if current is None:
-        return _non_finite(params, l_e, step)
-    return EditResult({k: p.detach() for k, p in current.items()}, done, l_e.detach(), step)
+    if current is not None:
+        current = {k: p.detach() for k, p in current.items()}
+    return current, done, l_e.detach(), step

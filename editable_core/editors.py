@@ -61,11 +61,15 @@ class Editor(nn.Module):
     """Base class of all editors. Subclasses set ``name`` and implement ``init`` / ``update``.
 
     learnable: see :data:`Learnable`; shape: how each hyper-parameter stores its raw value (see
-    :mod:`editable_core.hyper`).
+    :mod:`editable_core.hyper`). ``elementwise``: the update treats every element of every tensor alike
+    (scalar hyper-parameters, at most a global norm), so :func:`editable_core.edit.edit` may run it on all
+    editable tensors as one flat vector (:mod:`editable_core.flat`); a subclass whose update looks at
+    tensor names or shapes leaves it False.
     """
 
     name: ClassVar[str]
     hyper_parameters: ClassVar[tuple[str, ...]] = ("lr",)
+    elementwise: ClassVar[bool] = False
 
     def __init__(self, lr: float = 1e-3, learnable: Learnable = False, shape: tuple[int, ...] = ()):
         super().__init__()
@@ -94,6 +98,7 @@ class GradientDescent(Editor):
     """GD: ``theta <- theta - alpha * g``."""
 
     name = "gd"
+    elementwise = True
 
     def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
         lr = self.lr()
@@ -111,6 +116,7 @@ class ScaledGradientDescent(Editor):
     """
 
     name = "scaled_gd"
+    elementwise = True
 
     def update(self, grads: Params, state: Optional[ScaledState], params: Params) -> tuple[Params, ScaledState]:
         if state is None:  # the first step: ||g_0||
@@ -125,6 +131,7 @@ class RProp(Editor):
     """RProp / SignSGD: ``theta <- theta - alpha * sign(g)``."""
 
     name = "rprop"
+    elementwise = True
 
     def update(self, grads: Params, state: Any, params: Params) -> tuple[Params, Any]:
         lr = self.lr()
@@ -145,6 +152,7 @@ class RMSProp(Editor):
     """
 
     name = "rmsprop"
+    elementwise = True
     hyper_parameters = ("lr", "beta")
 
     def __init__(self, lr: float = 1e-3, beta: float = 0.5, eps: float = 1e-6, learnable: Learnable = False,
@@ -176,6 +184,7 @@ class Momentum(Editor):
     """Momentum GD: ``nu_0 = 0``, ``nu_{t+1} = alpha * g + mu * nu_t``, ``theta <- theta - nu_{t+1}``."""
 
     name = "momentum"
+    elementwise = True
     hyper_parameters = ("lr", "mu")
 
     def __init__(self, lr: float = 1e-2, mu: float = 0.9, learnable: Learnable = False, shape: tuple[int, ...] = ()):
@@ -204,6 +213,7 @@ class Adam(Editor):
     """
 
     name = "adam"
+    elementwise = True
     hyper_parameters = ("lr", "beta1", "beta2")
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,

@@ -1,0 +1,54 @@
+"""All editable tensors as one flat vector, so that an elementwise editor takes one kernel per operation.
+
+An editor whose update treats every element alike (:attr:`editable_core.editors.Editor.elementwise`: scalar
+hyper-parameters, at most a global norm) computes the same ``theta_hat`` on the editable tensors concatenated
+into one vector ``[n]`` (``n`` elements in all) as on each tensor apart. :func:`editable_core.edit.edit`
+therefore edits that vector and the model runs on views of it: each editor operation is one kernel instead
+of one per tensor, and so is each node of its backward (on a GPU, where launches cost more than the
+arithmetic of an edit, that is most of an editor step's cost). The gradient reaches the original tensors
+through the concatenation. On a CPU the per-tensor loop is faster (each element-wise pass over one long
+vector leaves the caches, where the passes over its pieces stay in them), so there the editor keeps the
+tensors apart unless :data:`ON_CPU` is set.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from .parameters import Params
+
+#: the one key of a flattened ``Params`` dict
+FLAT = "flat"
+
+#: flatten CPU tensors too (off: slower there; tests switch it on to check the flat path on a CPU)
+ON_CPU = False
+
+
+class FlatLayout:
+    """Where each named tensor of a ``Params`` dict lies in the flat vector: ``{name: shape}`` in order."""
+
+    def __init__(self, params: Params):
+        self.shapes = {name: tensor.shape for name, tensor in params.items()}
+        self.sizes = [math.prod(shape) for shape in self.shapes.values()]
+
+    @classmethod
+    def of(cls, params: Params) -> Optional["FlatLayout"]:
+        """The layout of ``params``, or None where flattening gains nothing or cannot be done: one tensor
+        only, tensors of several dtypes or devices, or CPU tensors (unless :data:`ON_CPU`)."""
+        tensors = list(params.values())
+        if len(tensors) < 2 or len({(t.dtype, t.device) for t in tensors}) > 1:
+            return None
+        if tensors[0].device.type == "cpu" and not ON_CPU:
+            return None
+        return cls(params)
+
+    def flatten(self, params: Params) -> Params:
+        """``{FLAT: [n]}``: the tensors of ``params`` (in the layout's order) concatenated, differentiably."""
+        return {FLAT: torch.cat([params[name].reshape(-1) for name in self.shapes])}
+
+    def unflatten(self, flat: Params) -> Params:
+        """``{name: view}``: each tensor as a view of ``flat[FLAT]``, in its own shape."""
+        pieces = flat[FLAT].split(self.sizes)
+        return {name: piece.view(shape) for (name, shape), piece in zip(self.shapes.items(), pieces)}
