@@ -89,6 +89,8 @@ def edit(constraint_fn: ConstraintFn, params: Params, editor: Editor, *, max_ste
     create_graph: keep the graph through all steps (Editable Training); otherwise a no-graph edit.
     backprop: with ``create_graph``, which second-order terms the graph keeps (:func:`parse_backprop`).
     The edited values are the same in every mode; only their derivatives differ.
+    An :attr:`~editable_core.editors.Editor.elementwise` editor on an accelerator edits the tensors as one flat
+    vector (:mod:`editable_core.flat`): the same values, and ``EditResult.params`` are views of that vector.
 
     A non-finite ``l_e`` stops the edit: it fails and returns the starting ``params`` unchanged.
     """
