@@ -142,3 +142,18 @@ def test_a_failed_flat_edit_returns_the_starting_tensors(flat_on_cpu, create_gra
                   create_graph=create_graph)
     assert not result.success and result.steps == 0
     assert all(result.params[k] is p for k, p in params.items())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: there the editor is flat by default")
+@pytest.mark.parametrize("backprop", ["full", "first_order"])
+def test_on_a_gpu_the_default_edit_is_flat_and_equals_the_per_tensor_one(backprop):
+    editable, x, y, x_edit, y_edit = setup("rmsprop")
+    editable.cuda()
+    x, y, x_edit, y_edit = x.cuda(), y.cuda(), x_edit.cuda(), y_edit.cuda()
+    flat_total, flat_result, flat_grads = training_step(editable, x, y, x_edit, y_edit, backprop)
+    editable.editor.elementwise = False
+    total, result, grads = training_step(editable, x, y, x_edit, y_edit, backprop)
+    assert one_storage(flat_result.params) and not one_storage(result.params)
+    torch.testing.assert_close(flat_total, total, rtol=1e-12, atol=1e-12)
+    for key, value in grads.items():
+        torch.testing.assert_close(flat_grads[key], value, rtol=1e-10, atol=1e-12, msg=key)

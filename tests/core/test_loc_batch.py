@@ -55,7 +55,8 @@ def test_l_loc_is_the_kl_over_the_first_rows():
     assert result.steps == 3
     h = editable.features(x[:3])
     expected = locality_kl(editable.head(h), editable.head(h, result.params))
-    torch.testing.assert_close(objective.l_loc, expected, rtol=1e-12, atol=0)
+    # a KL of nearly equal distributions: its float64 rounding differs between machines by ~1e-12 relative
+    torch.testing.assert_close(objective.l_loc, expected, rtol=1e-9, atol=0)
     assert objective.l_loc.item() != gradients(*args)[0].l_loc.item()  # not the whole batch's mean
 
 
@@ -75,7 +76,8 @@ def test_with_batch_norm_the_reference_uses_the_same_rows_statistics():
     h = editable.features(x[:3])
     suffix, theta = editable.suffix, editable.editable_parameters()
     expected = locality_kl(call(suffix, theta, h), call(suffix, result.params, h))
-    torch.testing.assert_close(objective.l_loc, expected, rtol=1e-12, atol=0)
+    # a KL of nearly equal distributions: its float64 rounding differs between machines by ~1e-12 relative
+    torch.testing.assert_close(objective.l_loc, expected, rtol=1e-9, atol=0)
     assert objective.l_loc.item() > 0 and grads["module.hidden.weight"].abs().sum() > 0
     # only the two base passes moved the running statistics: the reference and edited passes left them alone
     for _ in range(2):
