@@ -104,3 +104,12 @@ def corpus_bleu(hypotheses: Sequence[str], refs: Sequence[str]):
     import sacrebleu
 
     return sacrebleu.corpus_bleu(list(hypotheses), [list(refs)], lowercase=True)
+
+
+def sentence_bleus(hypotheses: Sequence[str], refs: Sequence[str]) -> list[float]:
+    """sacrebleu's sentence BLEU of each hypothesis against its reference (lowercased, effective order, as
+    ``sacrebleu.sentence_bleu``)."""
+    from sacrebleu.metrics import BLEU
+
+    metric = BLEU(lowercase=True, effective_order=True)
+    return [metric.sentence_score(h, [r]).score for h, r in zip(hypotheses, refs)]

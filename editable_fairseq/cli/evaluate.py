@@ -12,10 +12,13 @@ set is applied on its own (edit, write into the model, decode the test sentences
 * success rate: fraction of edits with ``l_e <= 0`` within ``k`` steps; num steps: mean editor steps.
 
 Beside the table, ``--json`` records for each edit its BLEU, how many of the scored translations it changed
-(``changed``) and the edited output's length over the references' (``length_ratio``, sacrebleu's
-``sys_len / ref_len``), and for each row the mean fraction of translations an edit changes
-(``changed_fraction``): a locality figure free of BLEU's noise, and the way to see whether the edits' common
-shift in BLEU comes from the length of the output (the brevity penalty).
+(``changed``), how many of those got better or worse against their reference (``improved``, ``worsened``:
+sentence BLEU, sacrebleu's ``sentence_bleu`` lowercased, above or below the unedited translation's) and the
+edited output's length over the references' (``length_ratio``, sacrebleu's ``sys_len / ref_len``), and for each
+row the mean fractions of translations an edit changes, improves and worsens (``changed_fraction``,
+``improved_fraction``, ``worsened_fraction``): a locality figure free of BLEU's noise, whether the changes cost
+BLEU or trade gains for losses, and whether the edits' common shift in BLEU comes from the length of the
+output (the brevity penalty).
 
 The drawdown decodes the ``--test-size`` sentences once per edit; the Test BLEU column decodes the
 ``--bleu-size`` ones once per row, so it can cover the whole test set (``--bleu-size 0``) at the cost of one
@@ -41,7 +44,7 @@ from ..edit_samples import read_edit_samples
 from ..editing import apply_translation_edit, edit_translation
 from ..prepare.text import TextCodec
 from .common import add_edit_arguments, check_edit_arguments, edit_settings, load_for_tools, run_tool
-from .decoding import SentenceBatches, corpus_bleu, make_generator, references, subset_indices
+from .decoding import SentenceBatches, corpus_bleu, make_generator, references, sentence_bleus, subset_indices
 
 logger = logging.getLogger(__name__)
 PROG = "editable-fairseq-evaluate"
@@ -51,14 +54,17 @@ COLUMNS = ("Training procedure", "Test BLEU", "BLEU Drawdown", "BLEU drop", "Suc
 @dataclass
 class EditOutcome:
     """One edit of the evaluation: ``bleu`` of the test sentences after it, ``success``, ``steps``;
-    ``changed``: how many of their translations differ from the unedited model's; ``length_ratio``: the
-    edited output's length over the references' (sacrebleu's ``sys_len / ref_len``)."""
+    ``changed``: how many of their translations differ from the unedited model's, ``improved`` / ``worsened``:
+    how many of those have a higher / lower sentence BLEU than the unedited one; ``length_ratio``: the edited
+    output's length over the references' (sacrebleu's ``sys_len / ref_len``)."""
 
     edit: int
     bleu: float
     success: bool
     steps: int
     changed: int
+    improved: int
+    worsened: int
     length_ratio: float
 
 
@@ -78,6 +84,8 @@ class Row:
     success_rate: float
     num_steps: float
     changed_fraction: float  # mean over the edits of the fraction of the test_sentences' translations changed
+    improved_fraction: float  # ... changed to a higher sentence BLEU
+    worsened_fraction: float  # ... changed to a lower sentence BLEU
     num_edits: int
     test_sentences: int
     bleu_sentences: int
@@ -131,34 +139,40 @@ def evaluate_checkpoint(path: str, args: argparse.Namespace, name: Optional[str]
                                   max_steps=settings.max_steps)
         with apply_translation_edit(model, result.params, settings.part):
             edited = score() if result.steps else base
-        outcomes.append(EditOutcome(i, edited.bleu, result.success, result.steps, edited.changed_from(base),
+        outcomes.append(EditOutcome(i, edited.bleu, result.success, result.steps, *edited.changes_from(base),
                                     edited.length_ratio))
         results.append(EditResult({}, result.success, result.l_e.detach(), result.steps))
         bleus.append(edited.bleu)
     metrics = summarize(base.bleu, bleus, results)
-    changed = sum(o.changed for o in outcomes) / (len(outcomes) * test_sentences)
+    fractions = [sum(getattr(o, kind) for o in outcomes) / (len(outcomes) * test_sentences)
+                 for kind in ("changed", "improved", "worsened")]
     return Row(label, path, test_bleu, base.bleu, base.length_ratio, metrics.drawdown, metrics.drawdown_se,
                base.bleu - metrics.mean_edited_error, standard_error(bleus), metrics.success_rate,
-               metrics.mean_steps, changed, len(results), test_sentences, bleu_sentences, settings.lr,
+               metrics.mean_steps, *fractions, len(results), test_sentences, bleu_sentences, settings.lr,
                settings.max_steps, settings.part, time.perf_counter() - start, outcomes)
 
 
 @dataclass
 class Scored:
-    """The scored sentences' translations (detokenised) and their corpus BLEU and length ratio."""
+    """The scored sentences' translations (detokenised), their references, corpus BLEU and length ratio."""
 
     translations: list[str]
+    refs: list[str]
     bleu: float
     length_ratio: float
 
     @classmethod
     def of(cls, translations: list[str], refs: list[str]) -> "Scored":
         score = corpus_bleu(translations, refs)
-        return cls(translations, score.score, score.sys_len / max(score.ref_len, 1))
+        return cls(translations, refs, score.score, score.sys_len / max(score.ref_len, 1))
 
-    def changed_from(self, other: "Scored") -> int:
-        """How many of the sentences are translated differently here and in ``other``."""
-        return sum(a != b for a, b in zip(self.translations, other.translations))
+    def changes_from(self, other: "Scored") -> tuple[int, int, int]:
+        """``(changed, improved, worsened)``: how many sentences are translated differently here and in
+        ``other``, and how many of those have a higher / lower sentence BLEU here."""
+        changed = [j for j, (a, b) in enumerate(zip(self.translations, other.translations)) if a != b]
+        ours = sentence_bleus([self.translations[j] for j in changed], [self.refs[j] for j in changed])
+        theirs = sentence_bleus([other.translations[j] for j in changed], [other.refs[j] for j in changed])
+        return (len(changed), sum(a > b for a, b in zip(ours, theirs)), sum(a < b for a, b in zip(ours, theirs)))
 
 
 def markdown_table(rows: list[Row]) -> str:

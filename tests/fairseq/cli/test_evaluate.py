@@ -76,13 +76,18 @@ def test_evaluator_numbers_agree_with_a_direct_recomputation(pipeline, row):
             score = _bleu(edited, references)
             assert score.score == pytest.approx(expected["bleu"], abs=1e-6)
             assert score.sys_len / score.ref_len == pytest.approx(expected["length_ratio"])
-            changed = sum(a != b for a, b in zip(edited, unedited))
-            assert changed == expected["changed"]
+            changed = [j for j, (a, b) in enumerate(zip(edited, unedited)) if a != b]
+            assert len(changed) == expected["changed"]
+            gain = [sacrebleu.sentence_bleu(edited[j], [references[j]], lowercase=True).score
+                    - sacrebleu.sentence_bleu(unedited[j], [references[j]], lowercase=True).score for j in changed]
+            assert (sum(g > 0 for g in gain), sum(g < 0 for g in gain)) == (expected["improved"], expected["worsened"])
     successes = [e["success"] for e in result["edits"]]
     assert result["success_rate"] == pytest.approx(sum(successes) / len(successes))
     assert result["num_steps"] == pytest.approx(sum(e["steps"] for e in result["edits"]) / len(successes))
-    assert result["changed_fraction"] == pytest.approx(
-        sum(e["changed"] for e in result["edits"]) / (len(successes) * result["test_sentences"]))
+    for kind in ("changed", "improved", "worsened"):
+        assert result[f"{kind}_fraction"] == pytest.approx(
+            sum(e[kind] for e in result["edits"]) / (len(successes) * result["test_sentences"]))
+    assert any(e["changed"] for e in result["edits"])
 
 
 def test_evaluator_rejects_a_bad_edit_file_naming_file_and_line(pipeline, tmp_path):
