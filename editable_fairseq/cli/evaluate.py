@@ -31,6 +31,7 @@ was), lowercased.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -166,12 +167,17 @@ class Scored:
         score = corpus_bleu(translations, refs)
         return cls(translations, refs, score.score, score.sys_len / max(score.ref_len, 1))
 
-    def changes_from(self, other: "Scored") -> tuple[int, int, int]:
+    @functools.cached_property
+    def sentence_bleus(self) -> list[float]:
+        """Each translation's sentence BLEU, computed on first use (for the unedited model: once per row)."""
+        return sentence_bleus(self.translations, self.refs)
+
+    def changes_from(self, base: "Scored") -> tuple[int, int, int]:
         """``(changed, improved, worsened)``: how many sentences are translated differently here and in
-        ``other``, and how many of those have a higher / lower sentence BLEU here."""
-        changed = [j for j, (a, b) in enumerate(zip(self.translations, other.translations)) if a != b]
+        ``base``, and how many of those have a higher / lower sentence BLEU here."""
+        changed = [j for j, (a, b) in enumerate(zip(self.translations, base.translations)) if a != b]
         ours = sentence_bleus([self.translations[j] for j in changed], [self.refs[j] for j in changed])
-        theirs = sentence_bleus([other.translations[j] for j in changed], [other.refs[j] for j in changed])
+        theirs = [base.sentence_bleus[j] for j in changed]
         return (len(changed), sum(a > b for a, b in zip(ours, theirs)), sum(a < b for a, b in zip(ours, theirs)))
 
 
