@@ -20,7 +20,7 @@ editor on one flat vector (``flat``) and on each tensor apart (``per_tensor``), 
 
     python bench/core_resnet18.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--batch 128]
                                   [--modes first_order,full@32]
-    python bench/core_resnet18.py --profile full   # torch.profiler table of one editable step, then exit
+    python bench/core_resnet18.py --profile full   # torch.profiler tables of a plain and an editable step, then exit
     python bench/core_resnet18.py --layouts        # also the editor on one flat vector and per tensor, each forced
 """
 from __future__ import annotations
@@ -123,10 +123,28 @@ def edit_latency(editable: Editable, x_edit, y_edit, repeats: int, device: torch
                                repeats, device, warmup=2)
 
 
-def profile(steps: dict[str, Callable[[], None]], device: torch.device) -> None:
-    """Each of ``steps`` (e.g. a plain and an editable step) once under ``torch.profiler``, after a warm-up of
-    each: the ops by self time (on CUDA by self GPU time, then the step's wall time beside its GPU kernels'
-    total and its kernel count)."""
+#: :func:`time_by_rows`'s groups
+ROW_GROUPS = ("batch", "one image", "other tensors", "no tensor input")
+
+
+def time_by_rows(prof, batch: int, cuda: bool) -> dict[str, float]:
+    """Self time (s; on CUDA GPU kernel time) of a profiled step's ops, split by the rows of each op's first
+    tensor input: the training batch's, the one edited image's (``[1, ...]``, or ``[C, 1, H, W]`` where a
+    convolution's weight gradient runs on it transposed), other tensors (parameter-shaped: the editor's
+    arithmetic and the sums of a parameter's gradients) and ops without a tensor input."""
+    split = dict.fromkeys(ROW_GROUPS, 0.0)
+    for event in prof.key_averages(group_by_input_shape=True):
+        shape = next((s for s in event.input_shapes if s and all(isinstance(n, int) for n in s)), None)
+        group = ("no tensor input" if shape is None else "batch" if shape[0] == batch else
+                 "one image" if 1 in shape[:2] else "other tensors")  # [C, 1, H, W]: a one-image weight gradient
+        split[group] += (event.self_device_time_total if cuda else event.self_cpu_time_total) / 1e6
+    return split
+
+
+def profile(steps: dict[str, Callable[[], None]], device: torch.device, batch: int) -> None:
+    """Each of ``steps`` (a plain step first, then editable ones) once under ``torch.profiler``, after a warm-up
+    of each: the ops by self time (on CUDA by self GPU time, then the step's wall time beside its GPU kernels'
+    total and its kernel count), and that time split by :func:`time_by_rows`, in plain steps."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -134,10 +152,11 @@ def profile(steps: dict[str, Callable[[], None]], device: torch.device) -> None:
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
     for step in steps.values():
         step()
+    plain_total = None
     for name, step in steps.items():
         sync(device)
         started = time.perf_counter()
-        with torch_profile(activities=activities) as prof:
+        with torch_profile(activities=activities, record_shapes=True) as prof:
             step()
             sync(device)
         wall = time.perf_counter() - started
@@ -149,6 +168,13 @@ def profile(steps: dict[str, Callable[[], None]], device: torch.device) -> None:
             busy = sum(e.time_range.elapsed_us() for e in kernels) / 1e6
             print(f"{name} step: wall {wall * 1000:.1f} ms (profiled), GPU kernels {busy * 1000:.1f} ms in "
                   f"{len(kernels)} kernels")
+        split = time_by_rows(prof, batch, cuda)
+        total = sum(split.values())
+        plain_total = plain_total or total
+        parts = ", ".join(f"{group} {seconds * 1000:.0f} ms ({seconds / plain_total:.2f})"
+                          for group, seconds in split.items())
+        print(f"{name} step: {'GPU' if cuda else 'CPU'} self time {total * 1000:.0f} ms "
+              f"({total / plain_total:.2f} plain steps), by the first input's rows: {parts}\n")
 
 
 def main() -> None:
@@ -188,7 +214,7 @@ def main() -> None:
         if args.layouts:
             steps.update({f"editable {name.replace('_', ' ')}": functools.partial(
                 editable_step, 10, *variant_mode(args.profile), flat) for name, flat in LAYOUTS.items()})
-        profile(steps, device)
+        profile(steps, device, args.batch)
         return
     if args.memory_of:
         print(json.dumps({"peak_bytes": peak_step_memory(step_of(args.memory_of), device)}))

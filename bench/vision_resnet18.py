@@ -11,9 +11,13 @@ from the training set). Reports
       in a fresh process.
 Edits are forced to take all 10 steps (the worst case); the step ratio with 4-step edits, typical of an
 editable-trained model (Table 3: 4.13), is reported beside it. The last output line is one JSON object
-with the keys editable_step_over_plain_step, edit10_over_10_suffix_passes and peak_memory_ratio.
+with the keys editable_step_over_plain_step, edit10_over_10_suffix_passes and peak_memory_ratio. With
+``--channels-last``, a plain and an editable trainer in channels-last memory (``Trainer(channels_last=True)``)
+are timed in the same rounds: plain_step_s_channels_last, editable_step_s_channels_last,
+editable_step_over_plain_step_channels_last and channels_last_speedup_{plain,editable} (the default layout's
+step time over the channels-last one's).
 
-    python bench/vision_resnet18.py [--repeats 3] [--threads 2] [--device cpu|cuda] [--width 64]
+    python bench/vision_resnet18.py [--repeats 3] [--threads 2] [--device cpu|cuda] [--width 64] [--channels-last]
 """
 from __future__ import annotations
 
@@ -41,7 +45,8 @@ def never_satisfied(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return classification_constraint(logits, targets).abs() + 1.0
 
 
-def make_trainer(mode: str, device: torch.device, width: int) -> tuple[Trainer, torch.Tensor, torch.Tensor]:
+def make_trainer(mode: str, device: torch.device, width: int,
+                 channels_last: bool = False) -> tuple[Trainer, torch.Tensor, torch.Tensor]:
     """A trainer of ``mode`` (plain / editable) on random CIFAR-shaped data, and one batch of it."""
     torch.manual_seed(0)
     spec = {"arch": "cifar_resnet18", "num_classes": 10, "in_channels": 3, "width": width}
@@ -51,7 +56,7 @@ def make_trainer(mode: str, device: torch.device, width: int) -> tuple[Trainer, 
     data = VisionData(TensorImages(images, labels), TensorImages(images[:BATCH], labels[:BATCH]), 10, (3, 32, 32),
                       lambda image: image, "random", lambda picture: picture)
     trainer = Trainer(editable, data, TrainConfig(mode=mode, batch_size=BATCH), model_spec=spec,
-                      data_spec={"name": "random"}, device=device, progress=False)
+                      data_spec={"name": "random"}, device=device, progress=False, channels_last=channels_last)
     return trainer, images[:BATCH].to(device), labels[:BATCH].to(device)
 
 
@@ -87,6 +92,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--width", type=int, default=64, help="cifar_resnet18 width (64: the paper's model)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also time a plain and an editable step with the model in channels-last memory")
     parser.add_argument("--memory-of", choices=["plain", "editable"], help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -99,9 +106,16 @@ def main() -> None:
 
     plain, images, labels = make_trainer("plain", device, args.width)
     editable, _, _ = make_trainer("editable", device, args.width)
+    channels_last = {}
+    if args.channels_last:
+        plain_cl, _, _ = make_trainer("plain", device, args.width, channels_last=True)
+        editable_cl, _, _ = make_trainer("editable", device, args.width, channels_last=True)
+        channels_last = {"plain_channels_last": step_fn(plain_cl, images, labels),
+                         "editable_channels_last": step_fn(editable_cl, images, labels)}
     steps = interleaved_medians({"plain": step_fn(plain, images, labels),
                                  "editable": step_fn(editable, images, labels),
-                                 "editable_4": step_fn(editable, images, labels, 4)}, args.repeats, device)
+                                 "editable_4": step_fn(editable, images, labels, 4), **channels_last},
+                                args.repeats, device)
     latency = edit_latency(editable, args.repeats, device)
     if device.type == "cuda":  # CUDA's peak counter resets, so this process can measure both
         memory = {kind: peak_step_memory(step_fn(*make_trainer(kind, device, args.width)), device)
@@ -115,6 +129,12 @@ def main() -> None:
         "device": str(device), "threads": args.threads, "width": args.width, "repeats": args.repeats,
         "torch": torch.__version__,
     }
+    if args.channels_last:
+        for kind in ("plain", "editable"):
+            report[f"{kind}_step_s_channels_last"] = steps[f"{kind}_channels_last"]
+            report[f"channels_last_speedup_{kind}"] = steps[kind] / steps[f"{kind}_channels_last"]
+        report["editable_step_over_plain_step_channels_last"] = (steps["editable_channels_last"]
+                                                                 / steps["plain_channels_last"])
     print(f"editable_vision Trainer, CIFAR ResNet-18 (width {args.width}), batch {BATCH}, chain3 editable, "
           f"RMSProp k=10 forced, {device}, {args.threads} threads")
     print(f"  plain step {report['plain_step_s']:.3f} s, editable step {report['editable_step_s']:.3f} s: "
@@ -124,6 +144,11 @@ def main() -> None:
           f"ratio {report['edit10_over_10_suffix_passes']:.2f}")
     print(f"  step peak memory: plain {report['plain_step_peak_mib']:.0f} MiB, editable "
           f"{report['editable_step_peak_mib']:.0f} MiB: ratio {report['peak_memory_ratio']:.2f}")
+    if args.channels_last:
+        print(f"  channels-last: plain step {report['plain_step_s_channels_last']:.3f} s "
+              f"({report['channels_last_speedup_plain']:.2f}x faster), editable step "
+              f"{report['editable_step_s_channels_last']:.3f} s ({report['channels_last_speedup_editable']:.2f}x): "
+              f"ratio {report['editable_step_over_plain_step_channels_last']:.2f}")
     print(json.dumps(report))
 
 

@@ -26,11 +26,19 @@ FLAT = "flat"
 ON_CPU = False
 
 
+def memory_order(tensor: torch.Tensor) -> tuple[int, ...]:
+    """``tensor``'s dimensions from the outermost in memory to the innermost (largest stride first): ``(0, 1, 2,
+    3)`` for a contiguous ``[N, C, H, W]`` tensor, ``(0, 2, 3, 1)`` for a channels-last one."""
+    return tuple(sorted(range(tensor.dim()), key=lambda d: -tensor.stride(d)))
+
+
 class FlatLayout:
-    """Where each named tensor of a ``Params`` dict lies in the flat vector: ``{name: shape}`` in order."""
+    """Where each named tensor of a ``Params`` dict lies in the flat vector, in its own memory order (a
+    channels-last weight's views are channels-last too): ``{name: shape}``, ``{name: memory_order(tensor)}``."""
 
     def __init__(self, params: Params):
         self.shapes = {name: tensor.shape for name, tensor in params.items()}
+        self.orders = {name: memory_order(tensor) for name, tensor in params.items()}
         self.sizes = [math.prod(shape) for shape in self.shapes.values()]
 
     @classmethod
@@ -45,10 +53,14 @@ class FlatLayout:
         return cls(params)
 
     def flatten(self, params: Params) -> Params:
-        """``{FLAT: [n]}``: the tensors of ``params`` (in the layout's order) concatenated, differentiably."""
-        return {FLAT: torch.cat([params[name].reshape(-1) for name in self.shapes])}
+        """``{FLAT: [n]}``: the tensors of ``params`` (in the layout's order, each in its memory order)
+        concatenated, differentiably."""
+        return {FLAT: torch.cat([params[name].permute(order).reshape(-1) for name, order in self.orders.items()])}
 
     def unflatten(self, flat: Params) -> Params:
-        """``{name: view}``: each tensor as a view of ``flat[FLAT]``, in its own shape."""
+        """``{name: view}``: each tensor as a view of ``flat[FLAT]``, in its own shape and memory order."""
         pieces = flat[FLAT].split(self.sizes)
-        return {name: piece.view(shape) for (name, shape), piece in zip(self.shapes.items(), pieces)}
+        views = {}
+        for (name, shape), order, piece in zip(self.shapes.items(), self.orders.values(), pieces):
+            views[name] = piece.view([shape[d] for d in order]).permute([order.index(d) for d in range(len(order))])
+        return views

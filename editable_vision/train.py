@@ -141,7 +141,9 @@ class Trainer(EpochLoop):
 
     model_spec / data_spec: JSON-able descriptions stored in checkpoints (see ``build_model``,
     ``load_data``). rank_probs: ``[classes]`` rank distribution for ``targets="match-ranks"``.
-    teacher_state: the original network's state (for resuming a fine-tuning run).
+    teacher_state: the original network's state (for resuming a fine-tuning run). channels_last: keep the
+    model's (and the teacher's) 4-D weights, and so every activation and edit, in channels-last (NHWC) memory,
+    the layout oneDNN's and cuDNN's fast convolutions use: the same results up to float rounding.
     In an initialised process group of N > 1 ranks (:func:`editable_vision.distributed.current`) it trains
     data-parallel: :class:`TrainingLoss` inside ``DistributedDataParallel``, each rank's edit samples and
     augmentations from its own seed (:func:`~editable_vision.distributed.rank_seed`).
@@ -150,14 +152,16 @@ class Trainer(EpochLoop):
     def __init__(self, editable: VisionEditable, data: VisionData, config: TrainConfig, *,
                  model_spec: dict[str, Any], data_spec: dict[str, Any], device: str | torch.device = "cpu",
                  workers: int = 0, rank_probs: Optional[Tensor] = None,
-                 teacher_state: Optional[dict[str, Tensor]] = None, progress: bool = True):
+                 teacher_state: Optional[dict[str, Tensor]] = None, progress: bool = True,
+                 channels_last: bool = False):
         if config.targets == "match-ranks" and config.edits and rank_probs is None:
             raise ValueError("match-ranks targets need a rank distribution (rank_probs)")
         self.dist = distributed.current()
         super().__init__(data, config, workers=workers, progress=progress and self.dist.is_main)
         self.label = config.mode
         self.device = torch.device(device)
-        self.editable = editable.to(self.device)
+        self.memory_format = torch.channels_last if channels_last else torch.preserve_format
+        self.editable = editable.to(self.device, memory_format=self.memory_format)
         self.model_spec, self.data_spec, self.rank_probs = dict(model_spec), dict(data_spec), rank_probs
         self.generator = torch.Generator().manual_seed(distributed.rank_seed(config.seed, self.dist.rank))
         if self.dist.enabled:
@@ -186,7 +190,7 @@ class Trainer(EpochLoop):
         with torch.random.fork_rng(devices=[]):
             teacher = build_model(self.model_spec)
         teacher.load_state_dict(state if state is not None else self.editable.module.state_dict())
-        return teacher.to(self.device).eval().requires_grad_(False)
+        return teacher.to(self.device, memory_format=self.memory_format).eval().requires_grad_(False)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
@@ -312,7 +316,7 @@ class Trainer(EpochLoop):
 
     @classmethod
     def resume(cls, path: str, data: VisionData, *, device: str | torch.device = "cpu", workers: int = 0,
-               epochs: Optional[int] = None, progress: bool = True) -> "Trainer":
+               epochs: Optional[int] = None, progress: bool = True, channels_last: bool = False) -> "Trainer":
         """Rebuild a trainer from a checkpoint of a run; ``epochs`` extends the run if given. On the number of
         processes it was saved by, the run continues exactly; on another, see :meth:`_resume_rng`."""
         payload = read_checkpoint(path)
@@ -323,7 +327,7 @@ class Trainer(EpochLoop):
         editable = editable_from_checkpoint(payload, device=device)
         trainer = cls(editable, data, config, model_spec=payload["model_spec"], data_spec=payload["data"],
                       device=device, workers=workers, rank_probs=state["rank_probs"],
-                      teacher_state=state["teacher"], progress=progress)
+                      teacher_state=state["teacher"], progress=progress, channels_last=channels_last)
         trainer.optimizer.load_state_dict(state["optimizer"])
         trainer.epoch, trainer.step, trainer.history = state["epoch"], state["step"], list(state["history"])
         trainer.saved = (path, state["epoch"])

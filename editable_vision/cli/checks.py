@@ -15,7 +15,7 @@ from ..loop import TrainingInterrupted
 #: Flags that ``--resume`` accepts whatever the run says: where and how it runs, not what it computes.
 #: ``--epochs`` is checked on its own: equal to the run's, or larger to extend it.
 RESUME_FREE = {"command", "command_function", "resume", "out", "epochs", "device", "workers", "threads", "json",
-               "quiet", "data_root", "test_dir", "download", "classes_file"}
+               "quiet", "data_root", "test_dir", "download", "classes_file", "channels_last"}
 _UNSET = object()
 
 

@@ -132,6 +132,10 @@ def add_training_options(parser: argparse.ArgumentParser, defaults: TrainConfig,
     group.add_argument("--max-norm", type=float, default=defaults.max_norm, help="gradient clipping norm (0: off)")
     group.add_argument("--max-batches", type=int, default=defaults.max_batches,
                        help="at most this many batches per epoch (quick runs)")
+    group.add_argument("--channels-last", action="store_true",
+                       help="keep weights and activations in channels-last (NHWC) memory, the layout of oneDNN's "
+                            "and cuDNN's fast convolutions (the same results up to rounding; may be given or left "
+                            "out on --resume)")
     group.add_argument("--out", required=True, metavar="PATH", help="checkpoint written after every epoch")
     group.add_argument("--resume", action="store_true",
                        help="continue the run saved in --out exactly, with its own settings (a flag that disagrees "

@@ -118,7 +118,8 @@ def _fit(args: argparse.Namespace, model: torch.nn.Module, model_spec: dict[str,
         images, labels = stack(data.train, workers=args.workers)
         rank_probs = rank_distribution(editable.to(device).logits(images), labels.to(device), smoothing=0.5)
     trainer = Trainer(editable, data, config, model_spec=model_spec, data_spec=data_spec, device=device,
-                      workers=args.workers, rank_probs=rank_probs, progress=not args.quiet)
+                      workers=args.workers, rank_probs=rank_probs, progress=not args.quiet,
+                      channels_last=args.channels_last)
     _report(args, trainer)
 
 
@@ -128,7 +129,7 @@ def _resume(args: argparse.Namespace, finetune: bool) -> None:
     epochs = check_resume(args, args.given, payload, finetune)
     data = open_data(resumed_data_spec(args, args.given, payload["data"]), args.download)
     _report(args, Trainer.resume(args.out, data, device=resolve_device(args.device), workers=args.workers,
-                                 epochs=epochs, progress=not args.quiet))
+                                 epochs=epochs, progress=not args.quiet, channels_last=args.channels_last))
 
 
 def _report(args: argparse.Namespace, trainer: Trainer) -> None:

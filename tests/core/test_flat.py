@@ -97,6 +97,19 @@ def test_layout_round_trip_keeps_names_shapes_and_gradient(flat_on_cpu):
         torch.testing.assert_close(p.grad, torch.full_like(p, i + 1.0))
 
 
+def test_views_keep_each_tensors_memory_order(flat_on_cpu):
+    g = torch.Generator().manual_seed(0)
+    params = {"conv": torch.randn(4, 3, 2, 5, generator=g).to(memory_format=torch.channels_last),
+              "fc": torch.randn(6, 4, generator=g), "scale": torch.randn(6, generator=g)}
+    layout = FlatLayout.of(params)
+    flat = layout.flatten(params)[FLAT]
+    torch.testing.assert_close(flat[:120], params["conv"].permute(0, 2, 3, 1).reshape(-1), rtol=0, atol=0)
+    views = layout.unflatten({FLAT: flat})
+    for name, tensor in params.items():
+        assert torch.equal(views[name], tensor) and views[name].stride() == tensor.stride(), name
+    assert views["conv"].is_contiguous(memory_format=torch.channels_last) and not views["conv"].is_contiguous()
+
+
 def test_layout_is_none_on_a_cpu_by_default():
     assert FlatLayout.of({"w": torch.zeros(3, 2), "b": torch.zeros(3)}) is None
 

@@ -23,12 +23,13 @@ def tiny_editable(part="chain3", editor="rmsprop", lr=1e-2, seed=0, spec=None) -
                           10, input_shape=(1, 8, 8))
 
 
-def tiny_trainer(data, mode="plain", spec=None, **config) -> Trainer:
+def tiny_trainer(data, mode="plain", spec=None, channels_last=False, **config) -> Trainer:
     spec = dict(spec or SPEC)
     editable = tiny_editable("extra" if spec.get("extra_layer") else "chain3", spec=spec)
     config = TrainConfig(mode=mode, **{"epochs": 1, "batch_size": 64, "max_batches": 4, "schedule": "constant",
                                        **config})
-    return Trainer(editable, data, config, model_spec=spec, data_spec=DATA_SPEC, progress=False)
+    return Trainer(editable, data, config, model_spec=spec, data_spec=DATA_SPEC, progress=False,
+                   channels_last=channels_last)
 
 
 @pytest.fixture(scope="session")

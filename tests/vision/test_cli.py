@@ -34,15 +34,17 @@ def cli(*args: str) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Checkpoints of a plain run, an editable run resumed for a second epoch, and a fine-tuning run."""
+    """Checkpoints of a plain run, an editable run resumed for a second epoch, and a fine-tuning run (the last two
+    in channels-last memory)."""
     d = tmp_path_factory.mktemp("cli")
     plain = cli("train", "--mode", "plain", *TINY, "--epochs", "2", "--max-batches", "6", "--lr", "3e-3",
                 "--out", str(d / "plain.pt"), "--json", str(d / "plain.json"))
     cli("train", "--mode", "editable", *TINY, "--epochs", "1", "--max-batches", "2", "--edit-backprop", "truncated:2",
         "--loc-batch", "3", "--out", str(d / "ed.pt"), "--json", str(d / "ed1.json"))
     resumed = cli("train", "--resume", "--epochs", "2", "--threads", "1", "--quiet", "--out", str(d / "ed.pt"),
-                  "--json", str(d / "ed2.json"))
+                  "--json", str(d / "ed2.json"), "--channels-last")  # a speed setting: free on --resume
     tuned = cli("finetune", "--from", str(d / "plain.pt"), "--extra-layer", "16", "--freeze", "stem,chain1",
+                "--channels-last",
                 "--max-batches", "2", "--lr", "1e-3", "--lr-extra", "1e-2", "--threads", "1", "--quiet",
                 "--out", str(d / "ft.pt"), "--json", str(d / "ft.json"))
     return d, plain, resumed, tuned

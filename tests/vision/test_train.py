@@ -87,6 +87,34 @@ def test_editable_training_step_trains_beta_and_reports_terms(digits):
     assert trainer.step == 4
 
 
+def test_channels_last_changes_the_memory_layout_only(digits, tmp_path):
+    images, labels = next(iter(torch.utils.data.DataLoader(digits.train, batch_size=32)))
+    runs = {}
+    for channels_last in (False, True):
+        trainer = tiny_trainer(digits, "finetune", spec=EXTRA_SPEC, channels_last=channels_last, lr=1e-2)
+        runs[channels_last] = trainer, [trainer.train_step(images, labels) for _ in range(3)]
+    (nchw, nchw_stats), (nhwc, nhwc_stats) = runs[False], runs[True]
+    convs = [p for p in nhwc.editable.parameters() if p.dim() == 4]
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert any(not p.is_contiguous() for p in convs)  # (a 1-channel or 1x1 kernel is both)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in nhwc.teacher.parameters() if p.dim() == 4)
+    assert all(p.is_contiguous() for p in nchw.editable.parameters())
+    for ours, theirs in zip(nhwc_stats, nchw_stats):
+        assert ours["edit_steps"] == theirs["edit_steps"] and ours["edit_success"] == theirs["edit_success"]
+        for key in ("loss", "l_base", "l_edit", "l_loc"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-4, abs=1e-6), key
+    for key, value in module_state(nhwc.editable).items():
+        assert torch.allclose(value, module_state(nchw.editable)[key], rtol=1e-4, atol=1e-6), key
+    # a checkpoint holds plain tensors: resumed either way, in the layout asked for
+    path = str(tmp_path / "run.pt")
+    nhwc.save(path)
+    for channels_last in (False, True):
+        resumed = Trainer.resume(path, digits, progress=False, channels_last=channels_last)
+        assert states_equal(module_state(resumed.editable), module_state(nhwc.editable))
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert all(p.is_contiguous(memory_format=layout) for p in resumed.editable.parameters() if p.dim() == 4)
+
+
 @pytest.mark.parametrize("mode,spec", [("editable", SPEC), ("finetune", EXTRA_SPEC)])
 def test_checkpoint_resume_is_exact(digits, tmp_path, mode, spec):
     config = dict(epochs=2, max_batches=3, schedule="cosine", targets="random")
