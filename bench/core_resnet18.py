@@ -22,6 +22,7 @@ editor on one flat vector (``flat``) and on each tensor apart (``per_tensor``), 
                                   [--modes first_order,full@32]
     python bench/core_resnet18.py --profile full   # torch.profiler tables of a plain and an editable step, then exit
     python bench/core_resnet18.py --layouts        # also the editor on one flat vector and per tensor, each forced
+    python bench/core_resnet18.py --channels-last  # the model in channels-last memory throughout
 """
 from __future__ import annotations
 
@@ -72,9 +73,9 @@ def editor_layout(editable: Editable, flat: bool | None = None):
         del editable.editor.elementwise  # the class's own flag again
 
 
-def setup(device: torch.device, batch: int = 128):
+def setup(device: torch.device, batch: int = 128, channels_last: bool = False):
     torch.manual_seed(0)
-    model = cifar_resnet18().to(device)
+    model = cifar_resnet18().to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     editable = Editable(model, "chain3", RMSProp(lr=1e-3, beta=0.5, learnable=True), max_steps=10,
                         constraint=never_satisfied)
     optimizer = torch.optim.Adam(editable.parameters(), lr=1e-3)
@@ -191,6 +192,8 @@ def main() -> None:
     parser.add_argument("--layouts", action="store_true",
                         help="also time (or profile) the exact step and the edit with the editor on one flat "
                              "vector and on each tensor apart, each forced (default: flat on accelerators only)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="the model in channels-last memory for the whole run (editable_vision's --channels-last)")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)  # child mode: 'plain' or a variant
     args = parser.parse_args()
     variants = backprop_modes(parser, args.modes)
@@ -204,7 +207,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    editable, x_edit, y_edit, plain_step, editable_step = setup(device, args.batch)
+    editable, x_edit, y_edit, plain_step, editable_step = setup(device, args.batch, args.channels_last)
 
     def step_of(variant: str):
         return plain_step if variant == "plain" else functools.partial(editable_step, 10, *variant_mode(variant))
@@ -232,12 +235,13 @@ def main() -> None:
         memory = {kind: peak_step_memory(step_of(variant), device) for kind, variant in kinds.items()}
     else:  # a CPU process's peak only grows: measure each kind in a fresh one
         child = ["--device", args.device, "--threads", str(args.threads), "--batch", str(args.batch),
-                 "--modes", args.modes, "--memory-of"]
+                 "--modes", args.modes, *(["--channels-last"] if args.channels_last else []), "--memory-of"]
         memory = {kind: in_subprocess(__file__, *child, variant)["peak_bytes"] for kind, variant in kinds.items()}
 
     report = {
         **step_report(steps, latency, memory),
-        "device": str(device), "threads": args.threads, "batch": args.batch, "torch": torch.__version__,
+        "device": str(device), "threads": args.threads, "batch": args.batch, "channels_last": args.channels_last,
+        "torch": torch.__version__,
     }
     for variant in variants:
         key = variant_key(variant)

@@ -1,14 +1,17 @@
 """Batched beam search over a fixed set of sentences, decoded to raw text and scored with sacrebleu.
 
 The evaluator decodes the same test sentences once per edit, so the batches are built once (length-sorted,
-collated by fairseq's ``LanguagePairDataset``) and only ``SequenceGenerator.generate`` runs per edit.
+collated by fairseq's ``LanguagePairDataset``) and only ``SequenceGenerator.generate`` runs per edit; and as
+an edit changes decoder layers only, each batch's encoder output is computed once and reused for as long as
+the encoder's weights stay as they were.
 """
 from __future__ import annotations
 
 import logging
 import os
 import random
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +51,7 @@ class SentenceBatches:
         if batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
         self.indices = list(indices)
+        self.encoded: dict[int, tuple[tuple, Any]] = {}  # batch -> (encoder weights' versions, encoder output)
         order = sorted(range(len(self.indices)), key=lambda j: dataset.src_sizes[self.indices[j]])
         self.batches = []
         for start in range(0, len(order), batch_size):
@@ -63,13 +67,41 @@ class SentenceBatches:
     def translate(self, generator, tgt_dict) -> list[str]:
         """Beam-search every sentence; returns the best hypothesis of each as word-pieces (BPE kept)."""
         out: list[Optional[str]] = [None] * len(self.indices)
-        for chunk, sample in self.batches:
+        for batch, (chunk, sample) in enumerate(self.batches):
             device = next(generator.model.parameters()).device
             net_input = {k: v.to(device) for k, v in sample["net_input"].items()}
-            hypos = generator.generate(generator.model.models, {"net_input": net_input})
+            with encoder_output_reused(generator.model, self.encoded, batch):
+                hypos = generator.generate(generator.model.models, {"net_input": net_input})
             for j, sentence in zip(chunk, hypos):
                 out[j] = tgt_dict.string(sentence[0]["tokens"].int().cpu())
         return out  # type: ignore[return-value]
+
+
+def encoder_weights_version(ensemble) -> tuple:
+    """Changes whenever an encoder weight of ``ensemble`` (fairseq's ``EnsembleModel``) is replaced or written
+    in place (each tensor's ``_version`` counts its in-place writes)."""
+    return tuple((p.data_ptr(), p._version) for model in ensemble.models for p in model.encoder.parameters())
+
+
+@contextmanager
+def encoder_output_reused(ensemble, cache: dict, key: Any) -> Iterator[None]:
+    """Within the block, ``ensemble.forward_encoder`` returns ``cache[key]``'s output while the encoder weights
+    are those it was computed with (:func:`encoder_weights_version`), and otherwise computes and stores it."""
+    compute = ensemble.forward_encoder
+    version = encoder_weights_version(ensemble)
+
+    def forward_encoder(net_input):
+        if key not in cache or cache[key][0] != version:
+            cache[key] = version, compute(net_input)
+        outs = cache[key][1]
+        # fairseq's reorder_encoder_out reorders the lists it is given in place: hand out copies of them
+        return None if outs is None else [{name: list(value) for name, value in out.items()} for out in outs]
+
+    ensemble.forward_encoder = forward_encoder
+    try:
+        yield
+    finally:
+        del ensemble.forward_encoder
 
 
 @torch.no_grad()

@@ -2,8 +2,11 @@
 as per tensor."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import pytest
 import torch
+from torch import nn
 
 import editable_core.flat
 from editable_core import (EDITORS, Editable, Editor, call, classification_constraint, edit, editable_training_loss,
@@ -108,6 +111,29 @@ def test_views_keep_each_tensors_memory_order(flat_on_cpu):
     for name, tensor in params.items():
         assert torch.equal(views[name], tensor) and views[name].stride() == tensor.stride(), name
     assert views["conv"].is_contiguous(memory_format=torch.channels_last) and not views["conv"].is_contiguous()
+
+
+def test_a_channels_last_conv_net_edits_alike_flat_and_per_tensor(flat_on_cpu):
+    torch.manual_seed(3)
+    model = nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(2, 3, 3, padding=1), act=nn.Tanh(), conv2=nn.Conv2d(3, 3, 3), flatten=nn.Flatten(),
+        out=nn.Linear(27, 4))).double().to(memory_format=torch.channels_last)
+    editable = Editable(model, ["conv1", "conv2"], make_editor("rmsprop", lr=0.01, learnable=True).double(),
+                        max_steps=K)
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(6, 2, 5, 5, generator=g, dtype=torch.float64), torch.randint(0, 4, (6,), generator=g)
+    x_edit = torch.randn(1, 2, 5, 5, generator=g, dtype=torch.float64)
+    y_edit = least_likely(model, x_edit)
+    flat_total, flat_result, flat_grads = training_step(editable, x, y, x_edit, y_edit, "full")
+    editable.editor.elementwise = False
+    total, result, grads = training_step(editable, x, y, x_edit, y_edit, "full")
+    assert one_storage(flat_result.params) and flat_result.steps == result.steps > 0
+    for key, value in result.params.items():
+        assert flat_result.params[key].stride() == value.stride() == editable.editable_parameters()[key].stride()
+        torch.testing.assert_close(flat_result.params[key], value, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(flat_total, total, rtol=1e-12, atol=1e-12)
+    for key, value in grads.items():
+        torch.testing.assert_close(flat_grads[key], value, rtol=1e-10, atol=1e-12, msg=key)
 
 
 def test_layout_is_none_on_a_cpu_by_default():
