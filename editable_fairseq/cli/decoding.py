@@ -2,8 +2,9 @@
 
 The evaluator decodes the same test sentences once per edit, so the batches are built once (length-sorted,
 collated by fairseq's ``LanguagePairDataset``) and only ``SequenceGenerator.generate`` runs per edit; and as
-an edit changes decoder layers only, each batch's encoder output is computed once and reused for as long as
-the encoder's weights stay as they were.
+an edit of a decoder layer leaves the encoder as it was, each batch's encoder output is computed once and
+reused for as long as the encoder's weights are unchanged (an edit of an output projection shared with the
+encoder's embeddings changes them, and the encoder runs again).
 """
 from __future__ import annotations
 
