@@ -21,10 +21,12 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 EXTRA_SPEC = {"arch": "cifar_resnet18", "num_classes": 10, "in_channels": 1, "width": 4, "extra_layer": 16}
-#: scenario -> (training mode, config): every mode that trains, and a cheaper outer gradient (--edit-backprop)
+#: scenario -> (training mode, config): every mode that trains, a cheaper outer gradient (--edit-backprop) and
+#: the model in channels-last memory (--channels-last)
 SCENARIOS = {"plain": ("plain", {}), "editable": ("editable", {}),
              "first_order": ("editable", {"backprop": "first_order"}),
-             "finetune": ("finetune", {"lr": 1e-2, "lr_extra": 1e-1})}
+             "finetune": ("finetune", {"lr": 1e-2, "lr_extra": 1e-1}),
+             "channels_last": ("editable", {"channels_last": True})}
 #: a tiny Editable Training run of 3 steps per epoch at a constant learning rate (a 1-epoch run resumed for a
 #: 2nd is then the 2-epoch run)
 TINY = ["--width", "4", "--image-size", "8", "--batch-size", "16", "--max-batches", "3", "--schedule", "constant",
