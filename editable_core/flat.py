@@ -34,12 +34,14 @@ def memory_order(tensor: torch.Tensor) -> tuple[int, ...]:
 
 class FlatLayout:
     """Where each named tensor of a ``Params`` dict lies in the flat vector, in its own memory order (a
-    channels-last weight's views are channels-last too): ``{name: shape}``, ``{name: memory_order(tensor)}``."""
+    channels-last weight's views are channels-last too): ``orders``, ``{name: memory_order(tensor)}``, and
+    ``stored``, ``{name: (its shape in that order, the permutation back to its own shape)}``, in order."""
 
     def __init__(self, params: Params):
-        self.shapes = {name: tensor.shape for name, tensor in params.items()}
         self.orders = {name: memory_order(tensor) for name, tensor in params.items()}
-        self.sizes = [math.prod(shape) for shape in self.shapes.values()]
+        self.stored = {name: ([params[name].shape[d] for d in order], [order.index(d) for d in range(len(order))])
+                       for name, order in self.orders.items()}
+        self.sizes = [math.prod(shape) for shape, _ in self.stored.values()]
 
     @classmethod
     def of(cls, params: Params) -> Optional["FlatLayout"]:
@@ -60,7 +62,5 @@ class FlatLayout:
     def unflatten(self, flat: Params) -> Params:
         """``{name: view}``: each tensor as a view of ``flat[FLAT]``, in its own shape and memory order."""
         pieces = flat[FLAT].split(self.sizes)
-        views = {}
-        for (name, shape), order, piece in zip(self.shapes.items(), self.orders.values(), pieces):
-            views[name] = piece.view([shape[d] for d in order]).permute([order.index(d) for d in range(len(order))])
-        return views
+        return {name: piece.view(shape).permute(back)
+                for (name, (shape, back)), piece in zip(self.stored.items(), pieces)}
