@@ -27,7 +27,9 @@ case $cont_schedule in
   linear) schedule=(--lr-scheduler polynomial_decay --power 1 --end-learning-rate 0 --total-num-update "$cont_updates") ;;
   *) die "CONT_SCHEDULE must be inverse_sqrt or linear, got '$cont_schedule'" ;;
 esac
-train_edits=${TRAIN_EDITS:-200} eval_edits=${EVAL_EDITS:-50} alternatives=${ALTERNATIVES:-8}
+# 2000 training edits: each editable update draws one, so nearly every update meets an edit it has not seen (the
+# paper's training drew a fresh one per batch); with 200 the 300 updates drew 155 distinct ones
+train_edits=${TRAIN_EDITS:-2000} eval_edits=${EVAL_EDITS:-50} alternatives=${ALTERNATIVES:-8}
 test_size=${TEST_SIZE:-0} bleu_size=${BLEU_SIZE:-0} beam=${BEAM:-4} test_subset=${TEST_SUBSET:-test}
 device=${DEVICE:-cpu} seed=${SEED:-1}
 case $device in
