@@ -15,7 +15,7 @@ def test_demo_prints_the_table_a_worked_edit_and_the_stage_timings(tmp_path):
     ding = write_ding(tmp_path / "de-en", sentence_pairs(2400))
     env = {"DING_FILE": str(ding), "BASE_UPDATES": "60", "CONT_UPDATES": "4", "TRAIN_EDITS": "20", "EVAL_EDITS": "3",
            "TEST_SIZE": "40", "ALTERNATIVES": "4", "MERGES": "2000", "C": "100",
-           "EDIT_LRS": "1e-3 3e-4", "LAYERS": "3", "FFN": "1024"}  # 60 updates of the 2+2 default fix no sentence
+           "EDIT_LRS": "1e-3 3e-4", "LAYERS": "3", "FFN": "1024"}  # 60 updates of the default 2+2 model: no fix takes
     proc = run_script("demo.sh", tmp_path / "work", cwd=tmp_path, env=env, timeout=1200)
     out = proc.stdout
     assert "## Table 6 on the Ding corpus (CPU demo, beam 4:" in out
