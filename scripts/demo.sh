@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
 # Usage: scripts/demo.sh WORKDIR
-# Section 4.4 in small, on a CPU, end to end: the Ding German-English example sentences
-# (scripts/prepare-ding.sh), a small Transformer trained normally, then continued from it for the same number
-# of updates: plainly, and with Editable Training at the editor's alpha EDIT_LRS (default 1e-3; '1e-3 3e-4' adds
-# Table 6's second row) and c_edit = c_loc = C (default 20000) in the paper's units (added once per batch to the
-# token-summed loss); the Table-6-shaped comparison on the test sentences; and one real mistranslation fixed
-# with editable-fairseq-patch. Sizes can be changed through the
-# environment: MERGES LAYERS FFN (encoder and decoder layers each, and their FFN width) BASE_UPDATES
-# CONT_UPDATES CONT_TOKENS (the continuations' --max-tokens) CONT_LR CONT_WARMUP CONT_SCHEDULE (inverse_sqrt, or
-# linear: decay to 0 over the continuation) CONT_DROPOUT C LOC_MODE EDIT_LRS TRAIN_EDITS EVAL_EDITS ALTERNATIVES
-# TEST_SIZE (sentences decoded after each edit, for the drawdown; 0, the default: all) BLEU_SIZE (sentences of
-# the Test BLEU column; 0: all) BEAM, TEST_SUBSET=valid to tune on validation sentences instead of reporting test
-# ones, SEED (of every training and of the edits' choice; default 1) and DEVICE=cuda to train, edit and decode on
-# the GPU (default cpu: every stage is given --cpu).
+# Section 4.4 in small, on a CPU, end to end: the Ding German-English example sentences (scripts/prepare-ding.sh),
+# a small Transformer trained normally, then continued from it for the same number of updates: plainly, and with
+# Editable Training at the editor's alpha EDIT_LRS (default 1e-3; '1e-3 3e-4' adds Table 6's second row) and
+# c_edit = c_loc = C (default 20000) in the paper's units (added once per batch to the token-summed loss); the
+# Table-6-shaped comparison on the test sentences; and one real mistranslation fixed with editable-fairseq-patch.
+# Sizes can be changed through the environment: MERGES LAYERS FFN (encoder and decoder layers each, and their FFN
+# width) BASE_UPDATES CONT_UPDATES CONT_TOKENS (the continuations' --max-tokens) CONT_LR CONT_WARMUP CONT_SCHEDULE
+# (inverse_sqrt, or linear: decay to 0 over the continuation) CONT_DROPOUT C LOC_MODE EDIT_LRS TRAIN_EDITS
+# EVAL_EDITS ALTERNATIVES TEST_SIZE (sentences decoded after each edit, for the drawdown; 0, the default: all)
+# BLEU_SIZE (sentences of the Test BLEU column; 0: all) BEAM, TEST_SUBSET=valid to tune on validation sentences
+# instead of reporting test ones, SEED (of every training and of the edits' choice; default 1) and DEVICE=cuda to
+# train, edit and decode on the GPU (default cpu: every stage is given --cpu).
 # Steps whose outputs exist in WORKDIR are skipped (delete a folder to redo it).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
