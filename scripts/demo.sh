@@ -3,7 +3,7 @@
 # Section 4.4 in small, on a CPU, end to end: the Ding German-English example sentences (scripts/prepare-ding.sh),
 # a small Transformer trained normally, then continued from it for the same number of updates: plainly, and with
 # Editable Training at the editor's alpha EDIT_LRS (default 1e-3; '1e-3 3e-4' adds Table 6's second row) and
-# c_edit = c_loc = C (default 20000) in the paper's units (added once per batch to the token-summed loss); the
+# c_edit = c_loc = C (default 10000) in the paper's units (added once per batch to the token-summed loss); the
 # Table-6-shaped comparison on the test sentences; and one real mistranslation fixed with editable-fairseq-patch.
 # Sizes can be changed through the environment: MERGES LAYERS FFN (encoder and decoder layers each, and their FFN
 # width) BASE_UPDATES CONT_UPDATES CONT_TOKENS (the continuations' --max-tokens) CONT_LR CONT_WARMUP CONT_SCHEDULE
@@ -19,7 +19,7 @@ set -euo pipefail
 work=$1
 scripts=$(cd "$(dirname "$0")" && pwd)
 merges=${MERGES:-6000} layers=${LAYERS:-2} ffn=${FFN:-512} cont_tokens=${CONT_TOKENS:-4096}
-base_updates=${BASE_UPDATES:-900} cont_updates=${CONT_UPDATES:-300} c=${C:-20000}
+base_updates=${BASE_UPDATES:-900} cont_updates=${CONT_UPDATES:-300} c=${C:-10000}
 edit_lrs=${EDIT_LRS:-1e-3} cont_lr=${CONT_LR:-1e-3} cont_warmup=${CONT_WARMUP:-10}
 cont_schedule=${CONT_SCHEDULE:-inverse_sqrt} cont_dropout=${CONT_DROPOUT:-0.1} loc_mode=${LOC_MODE:-replay}
 case $cont_schedule in
@@ -42,7 +42,7 @@ command -v fairseq-train >/dev/null || die "fairseq-train is not on PATH: run ma
 # a 2+2-layer, 256-d transformer_iwslt_de_en (FFN 512; LAYERS, FFN); the baseline on 2048-token batches, Adam
 # at 1.5e-3 (warm-up 300) for 900 updates, then every row continues from it on CONT_TOKENS-token batches at
 # CONT_LR (a fresh Adam: fairseq restores an optimizer only for the same criterion). LAYERS=3 FFN=1024
-# BASE_UPDATES=1800 C=10000 EDIT_LRS='1e-3 3e-4' is the demo until 2026-11-27, 57 minutes (docs/translation-demo.md)
+# BASE_UPDATES=1800 EDIT_LRS='1e-3 3e-4' is the demo until 2026-11-27, 57 minutes (docs/translation-demo.md)
 SMALL=("${cpu[@]}" --encoder-layers "$layers" --decoder-layers "$layers" --encoder-embed-dim 256 --decoder-embed-dim 256
   --encoder-ffn-embed-dim "$ffn" --decoder-ffn-embed-dim "$ffn" --encoder-attention-heads 4 --decoder-attention-heads 4
   --share-all-embeddings --dropout 0.1 --max-tokens 2048 --num-workers 0 --seed "$seed"
