@@ -1,14 +1,29 @@
-"""The error type of expected failures: bad input a user can fix, printed by console tools as one line.
+"""The error types of expected failures, printed by console tools as one line, and their exit statuses.
 
-Anything else (``TypeError``, ``KeyError``, ``RuntimeError`` from a bug) keeps its traceback.
+Bad input a user can fix exits 1; an edit that ran on good input and did not take exits
+:data:`EDIT_FAILED_STATUS`, so that a script can tell "try another edit" from "fix your files". Anything else
+(``TypeError``, ``KeyError``, ``RuntimeError`` from a bug) keeps its traceback.
 """
 from __future__ import annotations
 
 import types
 
 
+#: exit status of a console tool whose edit did not take (nothing was written); other expected failures exit 1
+EDIT_FAILED_STATUS = 3
+
+
 class InputError(ValueError):
     """A file, flag or value that cannot be used; the message names it and says what to do."""
+
+
+class EditFailed(InputError):
+    """An edit of valid input that did not succeed within its steps; the message says what to try."""
+
+
+def exit_status(error: BaseException) -> int:
+    """The exit status of a console tool that stops on the expected failure ``error``."""
+    return EDIT_FAILED_STATUS if isinstance(error, EditFailed) else 1
 
 
 def is_expected(error: BaseException) -> bool:

@@ -95,13 +95,15 @@ id=
 for candidate in $candidates; do  # the first of them that the patch tool fixes (a failed fix writes nothing)
   source=$(sed -n "$((candidate + 1))p" "$data/raw/test.de") target=$(sed -n "$((candidate + 1))p" "$data/raw/test.en")
   printf '%s\t%s\n' "$source" "$target" > "$work/fix.tsv"
-  if editable-fairseq-patch "$shipped" --data "$data" --out "$work/patched.pt" --pairs "$work/fix.tsv" \
-      > "$work/logs/patch.log" 2>&1; then
+  status=0
+  editable-fairseq-patch "$shipped" --data "$data" --out "$work/patched.pt" --pairs "$work/fix.tsv" \
+    > "$work/logs/patch.log" 2>&1 || status=$?
+  if [ "$status" -eq 0 ]; then
     id=$candidate
     break
   fi
-  # a fix that did not take tries the next sentence; any other failure (a bad checkpoint, a missing file) stops
-  grep -q "the fix did not take" "$work/logs/patch.log" \
+  # status 3 (the fix did not take) tries the next sentence; any other failure (bad checkpoint, missing file) stops
+  [ "$status" -eq 3 ] \
     || { tail -5 "$work/logs/patch.log" >&2; die "editable-fairseq-patch failed (log: $work/logs/patch.log)"; }
 done
 [ -n "$id" ] || die "the patch tool fixed none of test sentences $candidates (see $work/logs/patch.log)"

@@ -16,7 +16,7 @@ from fairseq import tasks
 from torch import nn
 
 from editable_core import EDITORS, make_editor, parse_learnable
-from editable_core.errors import is_expected, one_line
+from editable_core.errors import exit_status, is_expected, one_line
 
 from ..checkpoints import load_checkpoint
 from ..decoder_split import EDITABLE_PARTS
@@ -133,7 +133,8 @@ def check_edit_arguments(args) -> None:
 
 def run_tool(prog: str, main: Callable[[], None]) -> None:
     """Run a console tool: expected failures (:func:`editable_core.errors.is_expected`) become one line
-    ``prog: error: ...`` on stderr and exit status 1; anything else is a bug and keeps its traceback."""
+    ``prog: error: ...`` on stderr and exit status 1 (3 for an edit that did not take,
+    :func:`editable_core.errors.exit_status`); anything else is a bug and keeps its traceback."""
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
     try:
@@ -141,4 +142,5 @@ def run_tool(prog: str, main: Callable[[], None]) -> None:
     except (OSError, ValueError) as error:
         if not is_expected(error):  # a bug: keep the traceback
             raise
-        sys.exit(f"{prog}: error: {one_line(error)}")
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        sys.exit(exit_status(error))

@@ -9,7 +9,8 @@ beam search; if beam search still prefers something else afterwards, its new hyp
 alternatives and the edit continues (``--rounds``), with a doubled ``--margin`` if beam search missed a
 ``y_0`` that already outscores what it returned. Fixes apply one after another. The patched checkpoint
 (same state, only the edited tensors changed) is written atomically, and only when every fix succeeded;
-``fairseq-generate`` / ``fairseq-interactive --user-dir editable_fairseq`` load it.
+``fairseq-generate`` / ``fairseq-interactive --user-dir editable_fairseq`` load it. Exit status: 0 when
+written, 3 when a fix did not take, 1 for any other failure (a bad flag, file or sentence).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from editable_core import save_atomically
+from editable_core.errors import EditFailed
 
 from ..checkpoints import allow_fairseq_checkpoint_globals
 from ..edit_samples import EditSample, read_utf8_lines
@@ -201,7 +203,7 @@ def patch(args: argparse.Namespace) -> bool:
         if not success:
             hint = (f"the edit diverged: try a smaller --edit-lr than {settings.lr:g}" if outcome.diverged else
                     "try more --rounds, --edit-max-steps or a larger --edit-lr")
-            raise ValueError(f"{fix.where}: the fix did not take within --rounds {args.rounds} x "
+            raise EditFailed(f"{fix.where}: the fix did not take within --rounds {args.rounds} x "
                              f"--edit-max-steps {settings.max_steps} steps; {args.out} was not written ({hint})")
         record.append({"source": fix.source, "target": fix.target, "steps": steps})
 

@@ -8,7 +8,7 @@ import os
 import torch
 
 from editable_core import save_atomically
-from editable_core.errors import InputError
+from editable_core.errors import EditFailed, InputError
 from editable_core.files import load_torch_file
 
 from .. import report
@@ -80,7 +80,7 @@ def cmd_edit(args: argparse.Namespace) -> None:
           report.percent(error_after)]])
     if args.out and not result.success:
         print(text)
-        raise InputError(f"the edit did not succeed within {editable.max_steps} steps; {args.out} was not written "
+        raise EditFailed(f"the edit did not succeed within {editable.max_steps} steps; {args.out} was not written "
                          "(try more --edit-max-steps or another --edit-lr)")
     if args.out:
         edited = editable_payload(editable, payload["model_spec"], result.params)

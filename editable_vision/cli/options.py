@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from editable_core import EDITORS, parse_backprop
-from editable_core.errors import InputError, is_expected, one_line
+from editable_core.errors import InputError, exit_status, is_expected, one_line
 
 from .. import distributed, report
 from ..data import DATASETS, VisionData, load_data
@@ -185,8 +185,9 @@ def run(prog: str, args: argparse.Namespace, command: Callable[[argparse.Namespa
         launchable: bool = False) -> int:
     """Run ``command(args)`` with logging and ``--threads`` set up. Expected failures
     (:func:`editable_core.errors.is_expected`, or training that diverged) are one line ``PROG COMMAND: error: ...``
-    on stderr and exit status 1 (``EDITABLE_VISION_DEBUG=1`` re-raises); anything else is a bug and keeps its
-    traceback. Ctrl-C is one line (naming the last complete checkpoint of an interrupted training) and status 130.
+    on stderr and exit status 1, or 3 for an edit that did not take (``EDITABLE_VISION_DEBUG=1`` re-raises);
+    anything else is a bug and keeps its traceback. Ctrl-C is one line (naming the last complete checkpoint of an
+    interrupted training) and status 130.
 
     Started by torchrun, a ``launchable`` command joins the process group first (:func:`.distributed.setup`:
     ``args.device`` becomes this rank's device); the other ranks log warnings only, with ``[rank R]`` before each
@@ -218,7 +219,7 @@ def run(prog: str, args: argparse.Namespace, command: Callable[[argparse.Namespa
         if not expected or os.environ.get("EDITABLE_VISION_DEBUG"):
             raise  # a bug keeps its traceback
         print(f"{prefix}{prog} {args.command}: error: {one_line(error)}", file=sys.stderr)
-        return 1
+        return exit_status(error)
     finally:
         if joined:
             distributed.teardown()

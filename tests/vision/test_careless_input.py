@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from editable_core.errors import InputError
+from editable_core.errors import EDIT_FAILED_STATUS, InputError
 from editable_vision import load
 from editable_vision.checkpoint import read_checkpoint
 from editable_vision.cli import edit as edit_command
@@ -122,14 +122,14 @@ def test_ctrl_c_during_training_prints_one_line_and_exits_130(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
-def test_a_failed_edit_writes_nothing_and_exits_non_zero(finished, tmp_path, capsys):
+def test_a_failed_edit_writes_nothing_and_exits_3(finished, tmp_path, capsys):
     model = load(str(finished))
     from editable_vision.data import load_digits
 
     prediction = int(model.predict(load_digits(image_size=8).test[0][0]))
     out = tmp_path / "edited.pt"
     assert main(["edit", "--checkpoint", str(finished), "--index", "0", "--label", str((prediction + 1) % 10),
-                 "--edit-lr", "1e-12", "--edit-max-steps", "1", "--out", str(out), "--quiet"]) == 1
+                 "--edit-lr", "1e-12", "--edit-max-steps", "1", "--out", str(out), "--quiet"]) == EDIT_FAILED_STATUS
     assert f"the edit did not succeed within 1 steps; {out} was not written" in error_line(capsys)
     assert not out.exists()
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import editable_fairseq.tasks  # noqa: F401
+from editable_core.errors import EDIT_FAILED_STATUS
 from editable_fairseq.prepare.text import TextCodec
 
 from tests.fairseq.conftest import cli, run_cli
@@ -103,9 +104,9 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(pipeline, tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
 
 
-def test_a_fix_that_does_not_take_says_so_and_writes_nothing(pipeline, tmp_path):
-    """scripts/demo.sh tells this failure (by its words "the fix did not take") from any other one, and tries
-    its next mistranslated sentence only then."""
+def test_a_fix_that_does_not_take_says_so_writes_nothing_and_exits_3(pipeline, tmp_path):
+    """scripts/demo.sh tells this failure (by its exit status, 3) from any other one (1), and tries its next
+    mistranslated sentence only then."""
     out = tmp_path / "patched.pt"
     source = (pipeline.data / "raw" / "test.de").read_text(encoding="utf-8").splitlines()[0]
     reference = (pipeline.data / "raw" / "test.en").read_text(encoding="utf-8").splitlines()[0]
@@ -113,7 +114,7 @@ def test_a_fix_that_does_not_take_says_so_and_writes_nothing(pipeline, tmp_path)
     proc = run_cli([cli("editable-fairseq-patch"), str(pipeline.baseline), "--out", str(out), "--data",
                     str(pipeline.data), "--source", source, "--target", desired, "--alternatives", "4",
                     "--edit-lr", "1e-9", "--edit-max-steps", "1", "--rounds", "1"], cwd=tmp_path, check=False)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == EDIT_FAILED_STATUS == 3, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "editable-fairseq-patch: error: --source/--target: the fix did not take within --rounds 1 x "
         f"--edit-max-steps 1 steps; {out} was not written")
