@@ -78,6 +78,15 @@ def interleaved_medians(steps: dict[str, Callable[[], object]], repeats: int, de
             for name, values in interleaved_times(steps, repeats, device, warmup).items()}
 
 
+def minor_page_faults(step: Callable[[], object]) -> int:
+    """Minor page faults of this process during one call of ``step``: on CPU, first touches of memory the
+    allocator has just mapped (glibc maps each block above its adaptive threshold afresh and returns it when
+    freed, unless told otherwise; README, Speed: the CPU allocator)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
 def peak_step_memory(step: Callable[[], object], device: torch.device) -> int:
     """Peak bytes a step needs beyond what was allocated before it.
 

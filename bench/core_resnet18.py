@@ -17,12 +17,16 @@ editable_step_over_plain_step_<variant> and peak_memory_ratio_<variant>, where t
 (``truncated:2`` -> ``truncated_2``) and/or ``loc<N>`` (e.g. ``loc32``, ``first_order_loc32``). With
 ``--layouts``, editable_step_s_<layout>, editable_step_over_plain_step_<layout> and edit10_ms_<layout> for the
 editor on one flat vector (``flat``) and on each tensor apart (``per_tensor``), each forced (exact mode).
+``plain_step_minor_faults`` and ``editable_step_minor_faults`` count the page faults of one step each (on CPU,
+memory the allocator mapped afresh; the README's Speed section says how to keep glibc from doing so).
 
     python bench/core_resnet18.py [--repeats 5] [--threads 2] [--device cpu|cuda] [--batch 128]
                                   [--modes first_order,full@32]
     python bench/core_resnet18.py --profile full   # torch.profiler tables of a plain and an editable step, then exit
     python bench/core_resnet18.py --layouts        # also the editor on one flat vector and per tensor, each forced
     python bench/core_resnet18.py --channels-last  # the model in channels-last memory throughout
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 MALLOC_TOP_PAD_=268435456 \
+        python bench/core_resnet18.py              # glibc keeping freed memory: no page faults per step
 """
 from __future__ import annotations
 
@@ -39,8 +43,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import (backprop_modes, in_subprocess, interleaved_medians, peak_step_memory, step_report,  # noqa: E402
-                      sync, variant_key, variant_mode)
+from _measure import (backprop_modes, in_subprocess, interleaved_medians, minor_page_faults,  # noqa: E402
+                      peak_step_memory, step_report, sync, variant_key, variant_mode)
 
 import editable_core.flat  # noqa: E402
 from editable_core import Editable, RMSProp, classification_constraint, editable_training_loss  # noqa: E402
@@ -230,6 +234,7 @@ def main() -> None:
     steps = interleaved_medians({"plain": plain_step, "editable": editable_step,
                                  "editable_4": functools.partial(editable_step, 4), **cheaper}, args.repeats, device)
     latency = edit_latency(editable, x_edit, y_edit, args.repeats, device, args.layouts)
+    faults = {name: minor_page_faults(step) for name, step in (("plain", plain_step), ("editable", editable_step))}
     kinds = {"plain": "plain", "editable": "full", **{f"editable_{variant}": variant for variant in variants}}
     if device.type == "cuda":  # CUDA's peak counter resets, so this process can measure every kind
         memory = {kind: peak_step_memory(step_of(variant), device) for kind, variant in kinds.items()}
@@ -242,6 +247,7 @@ def main() -> None:
         **step_report(steps, latency, memory),
         "device": str(device), "threads": args.threads, "batch": args.batch, "channels_last": args.channels_last,
         "torch": torch.__version__,
+        "plain_step_minor_faults": faults["plain"], "editable_step_minor_faults": faults["editable"],
     }
     for variant in variants:
         key = variant_key(variant)
@@ -261,6 +267,7 @@ def main() -> None:
           f"ratio {report['edit10_over_10_suffix_passes']:.2f} (target <= 1.5)")
     print(f"  step peak memory: plain {report['plain_step_peak_mib']:.0f} MiB, editable "
           f"{report['editable_step_peak_mib']:.0f} MiB: ratio {report['peak_memory_ratio']:.2f}")
+    print(f"  minor page faults in one step: plain {faults['plain']}, editable {faults['editable']}")
     for variant in variants:
         key = variant_key(variant)
         mode, loc_batch = variant_mode(variant)

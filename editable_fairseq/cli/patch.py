@@ -138,6 +138,8 @@ def patch_one(model, task, settings, generator, source: Tensor, target: Tensor, 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                     epilog="exit status: 0 when --out was written, 3 when a fix did not take, "
+                                            "1 for any other failure",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="the deployed fairseq checkpoint")
     parser.add_argument("--out", required=True, help="where to write the patched checkpoint")

@@ -32,7 +32,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     group = ed.add_argument_group("editing (default: the checkpoint's own, its trained hyper-parameters included)")
     group.add_argument("--part", help="editable part (default: the checkpoint's)")
     add_editor_options(group, trained=True)
-    ed.add_argument("--out", metavar="PATH", help="write the edited model here")
+    ed.add_argument("--out", metavar="PATH",
+                    help="write the edited model here, only if the edit succeeds (else exit status 3)")
     add_data_options(ed, default=None), add_run_options(ed)
     ed.set_defaults(command_function=cmd_edit)
 
