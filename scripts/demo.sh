@@ -98,13 +98,12 @@ for candidate in $candidates; do  # the first of them that the patch tool fixes 
   status=0
   editable-fairseq-patch "$shipped" --data "$data" --out "$work/patched.pt" --pairs "$work/fix.tsv" \
     > "$work/logs/patch.log" 2>&1 || status=$?
-  if [ "$status" -eq 0 ]; then
-    id=$candidate
-    break
-  fi
-  # status 3 (the fix did not take) tries the next sentence; any other failure (bad checkpoint, missing file) stops
-  [ "$status" -eq 3 ] \
-    || { tail -5 "$work/logs/patch.log" >&2; die "editable-fairseq-patch failed (log: $work/logs/patch.log)"; }
+  case $status in
+    0) id=$candidate; break ;;
+    3) ;;  # the fix did not take: try the next sentence
+    *)  # any other failure (a bad checkpoint, a missing file) stops
+      tail -5 "$work/logs/patch.log" >&2; die "editable-fairseq-patch failed (log: $work/logs/patch.log)" ;;
+  esac
 done
 [ -n "$id" ] || die "the patch tool fixed none of test sentences $candidates (see $work/logs/patch.log)"
 printf '%-22s %4d s\n' patch $((SECONDS - start)) | tee -a "$timings" >&2
